@@ -1,0 +1,193 @@
+//! Parameters and results of the race workloads, shared by the agent that runs them and the
+//! host oracles that judge them.
+
+use serde::{Deserialize, Serialize};
+
+/// Which call converts the file from indirect to extent mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrateDriver {
+    /// `ioctl(fd, EXT4_IOC_MIGRATE)` directly.
+    #[default]
+    Ioctl,
+    /// The real `chattr +e FILE`, which does the same through e2fsprogs.
+    Chattr,
+}
+
+/// Which 4 KiB blocks of a fresh file start as holes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HolePattern {
+    /// Even blocks are written with pwrite, odd blocks are holes (feasibility.md's recipe).
+    #[default]
+    Alternate,
+    /// Each block is a hole with probability 1/2, drawn from the seed.
+    Random,
+    /// Only the first block is written: the file is one big hole.
+    Sparse,
+}
+
+impl HolePattern {
+    /// Whether `lblk` starts as a hole. `mix` is the per-file random stream (only `Random`
+    /// uses it), so host and guest agree given the seed.
+    pub fn is_hole(self, lblk: u64, mix: u64) -> bool {
+        match self {
+            HolePattern::Alternate => lblk % 2 == 1,
+            HolePattern::Sparse => lblk != 0,
+            HolePattern::Random => {
+                lblk != 0 && splitmix(mix ^ lblk.wrapping_mul(0x9E37_79B9_7F4A_7C15)) & 1 == 1
+            }
+        }
+    }
+}
+
+/// Parameters of one migrate-mmap boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateMmapParams {
+    /// The mounted file system to work in.
+    pub dir: String,
+    pub run_id: u64,
+    pub seed: u64,
+    /// Files raced at once per round (each gets its own writers and migrator).
+    pub files: u32,
+    /// Size of each file in 4 KiB blocks.
+    pub file_blocks: u64,
+    pub hole_pattern: HolePattern,
+    /// mmap writer threads per file.
+    pub writers: u32,
+    pub rounds: u32,
+    /// Stop starting new rounds after this many seconds (0: no limit).
+    pub duration_s: u32,
+    pub driver: MigrateDriver,
+}
+
+/// What one migrate-mmap boot did, for the host's oracles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateMmapResult {
+    pub rounds: Vec<RoundRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u32,
+    pub files: Vec<FileRecord>,
+}
+
+/// One file of one round: what was written, when, and what the migration said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub file_id: u32,
+    /// Path relative to the file system's root, e.g. `r3/f1`.
+    pub path: String,
+    pub ino: u64,
+    /// Blocks written with pwrite before the race (generation 0), all acknowledged by fsync.
+    pub prefilled: Vec<u64>,
+    /// Hole blocks stored through the mapping, in the order they were stored.
+    pub hole_lblks: Vec<u64>,
+    /// CLOCK_MONOTONIC nanoseconds of each store in `hole_lblks` (same index). The store is
+    /// the first touch of a hole page, so it is when the page fault allocated the block.
+    pub hole_t_ns: Vec<u64>,
+    /// Whether msync + fsync after the race succeeded: if so, every tag above is
+    /// acknowledged and must be on disk.
+    pub synced: bool,
+    pub migrate: MigrateCall,
+    /// Disagreements between what the ioctl returned and the inode's state afterwards.
+    pub postconditions: Vec<PostconditionFailure>,
+}
+
+/// One migration call and its window on CLOCK_MONOTONIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateCall {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// 0 on success, else the positive errno (or the exit status of chattr).
+    pub error: i32,
+    /// FS_IOC_GETFLAGS before and after.
+    pub flags_before: u32,
+    pub flags_after: u32,
+    /// FIEMAP extent count after the call, and whether the file read back as written.
+    pub extents_after: u32,
+    pub content_ok_after: bool,
+}
+
+/// A check of the inode against the return code that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostconditionFailure {
+    pub check: String,
+    pub detail: String,
+}
+
+impl FileRecord {
+    /// Every (lblk, tag generation) this file must hold once synced.
+    pub fn acknowledged(&self) -> impl Iterator<Item = u64> + '_ {
+        self.prefilled.iter().chain(self.hole_lblks.iter()).copied()
+    }
+
+    /// How many hole stores landed inside the migration window.
+    pub fn writes_in_window(&self) -> usize {
+        self.hole_t_ns
+            .iter()
+            .filter(|&&t| t >= self.migrate.start_ns && t <= self.migrate.end_ns)
+            .count()
+    }
+}
+
+/// splitmix64's output function, shared so the host can recompute the agent's choices.
+pub fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternate_pattern_holes_are_odd() {
+        let holes: Vec<u64> = (0..6)
+            .filter(|&b| HolePattern::Alternate.is_hole(b, 0))
+            .collect();
+        assert_eq!(holes, vec![1, 3, 5]);
+    }
+
+    #[test]
+    fn random_pattern_is_reproducible_and_mixed() {
+        let a: Vec<bool> = (0..256)
+            .map(|b| HolePattern::Random.is_hole(b, 42))
+            .collect();
+        let b: Vec<bool> = (0..256)
+            .map(|b| HolePattern::Random.is_hole(b, 42))
+            .collect();
+        assert_eq!(a, b);
+        let n = a.iter().filter(|&&h| h).count();
+        assert!((64..192).contains(&n), "{n} holes of 256");
+        assert!(!a[0], "block 0 is always data");
+    }
+
+    #[test]
+    fn window_counts_only_inside() {
+        let f = FileRecord {
+            file_id: 0,
+            path: "r0/f0".into(),
+            ino: 12,
+            prefilled: vec![0],
+            hole_lblks: vec![1, 3, 5],
+            hole_t_ns: vec![5, 10, 30],
+            synced: true,
+            migrate: MigrateCall {
+                start_ns: 10,
+                end_ns: 20,
+                error: 0,
+                flags_before: 0,
+                flags_after: 0x80000,
+                extents_after: 1,
+                content_ok_after: true,
+            },
+            postconditions: vec![],
+        };
+        assert_eq!(f.writes_in_window(), 1);
+        assert_eq!(f.acknowledged().collect::<Vec<_>>(), vec![0, 1, 3, 5]);
+    }
+}
