@@ -1,1 +1,60 @@
-fn main() {}
+//! `e4race`: the command-line harness.
+
+mod accel;
+mod cli;
+mod console;
+mod disk;
+mod fsck;
+mod mutants;
+mod report;
+mod run;
+mod scenarios;
+mod oracle_glue;
+mod vm;
+
+use clap::Parser;
+
+use cli::{Cli, Cmd, ScenarioCmd};
+use report::Verdict;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("E4RACE_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(Verdict::InfraError.exit_code());
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.command {
+            Cmd::Run { scenario } => run_scenario(scenario).await,
+            Cmd::Doctor { kernel, reprobe } => doctor::doctor(&kernel, reprobe).await,
+        }
+    });
+    std::process::exit(code);
+}
+
+mod doctor;
+
+async fn run_scenario(cmd: ScenarioCmd) -> i32 {
+    let (common, plan) = match scenarios::plan(cmd) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let progress = run::Progress::new(common.quiet);
+    let report = run::execute(&common, plan, progress).await;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.summary());
+    }
+    report.verdict.exit_code()
+}

@@ -1,0 +1,361 @@
+//! The race workloads.
+
+use std::fs::{File, OpenOptions};
+use std::num::NonZeroUsize;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Barrier;
+use std::time::Instant;
+
+use e4race_protocol::{
+    splitmix, BlockContent, BlockTag, FileRecord, MigrateCall, MigrateDriver, MigrateMmapParams,
+    MigrateMmapResult, PostconditionFailure, RoundRecord, TAG_BLOCK_SIZE,
+};
+use nix::sys::mman::{mmap, msync, munmap, MapFlags, MsFlags, ProtFlags};
+
+use crate::{err, errno_err, io_err, now_ns, AResult};
+
+/// EXT4_EXTENTS_FL (include/uapi/linux/fs.h FS_EXTENT_FL): the inode is extent-mapped.
+pub const EXTENTS_FL: libc::c_long = 0x0008_0000;
+
+// fs/ext4/ext4.h: #define EXT4_IOC_MIGRATE _IO('f', 9)
+nix::ioctl_none!(ext4_ioc_migrate, b'f', 9);
+// include/uapi/linux/fs.h: FS_IOC_GETFLAGS _IOR('f', 1, long), FS_IOC_SETFLAGS _IOW('f', 2, long)
+nix::ioctl_read!(fs_ioc_getflags, b'f', 1, libc::c_long);
+nix::ioctl_write_ptr!(fs_ioc_setflags, b'f', 2, libc::c_long);
+
+pub fn get_flags(f: &File) -> AResult<libc::c_long> {
+    let mut v: libc::c_long = 0;
+    // SAFETY: the ioctl writes at most one int into `v`, which outlives the call.
+    unsafe { fs_ioc_getflags(f.as_raw_fd(), &mut v) }.map_err(|e| errno_err("FS_IOC_GETFLAGS", e))?;
+    Ok(v & 0xffff_ffff)
+}
+
+fn set_flags(f: &File, v: libc::c_long) -> AResult<()> {
+    // SAFETY: the ioctl reads one int from `v`, which outlives the call.
+    unsafe { fs_ioc_setflags(f.as_raw_fd(), &v) }.map_err(|e| errno_err("FS_IOC_SETFLAGS", e))?;
+    Ok(())
+}
+
+/// The mapped logical blocks (4 KiB) of a file, from FS_IOC_FIEMAP, and the extent count.
+pub fn fiemap_blocks(f: &File, size: u64) -> AResult<(Vec<(u64, u64)>, u32)> {
+    // struct fiemap (include/uapi/linux/fiemap.h): 32-byte header + 56-byte extents.
+    const HDR: usize = 32;
+    const EXT: usize = 56;
+    const N: usize = 512;
+    const FIEMAP_EXTENT_LAST: u32 = 1;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    let code = nix::request_code_readwrite!(b'f', 11, HDR);
+    let mut ranges = Vec::new();
+    let mut count = 0u32;
+    let mut start = 0u64;
+    loop {
+        let mut buf = vec![0u64; (HDR + N * EXT) / 8];
+        {
+            // SAFETY: viewing a u64 buffer as bytes; alignment is stricter than needed.
+            let b = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * 8) };
+            b[0..8].copy_from_slice(&start.to_le_bytes());
+            b[8..16].copy_from_slice(&(size.saturating_sub(start)).to_le_bytes());
+            b[16..20].copy_from_slice(&FIEMAP_FLAG_SYNC.to_le_bytes());
+            b[24..28].copy_from_slice(&(N as u32).to_le_bytes());
+        }
+        // SAFETY: the buffer holds the header and room for N extents, as fm_extent_count says.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), code as _, buf.as_mut_ptr()) };
+        if r < 0 {
+            return Err(errno_err("FS_IOC_FIEMAP", nix::errno::Errno::last()));
+        }
+        // SAFETY: as above.
+        let b = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, buf.len() * 8) };
+        let mapped = u32::from_le_bytes([b[20], b[21], b[22], b[23]]) as usize;
+        if mapped == 0 {
+            break;
+        }
+        let mut last = false;
+        for i in 0..mapped.min(N) {
+            let e = &b[HDR + i * EXT..HDR + (i + 1) * EXT];
+            let le = |o: usize| u64::from_le_bytes(e[o..o + 8].try_into().unwrap_or([0; 8]));
+            let (logical, len) = (le(0), le(16));
+            let flags = u32::from_le_bytes([e[40], e[41], e[42], e[43]]);
+            ranges.push((logical / TAG_BLOCK_SIZE as u64, len.div_ceil(TAG_BLOCK_SIZE as u64)));
+            count += 1;
+            start = logical + len;
+            last |= flags & FIEMAP_EXTENT_LAST != 0;
+        }
+        if last || start >= size {
+            break;
+        }
+    }
+    Ok((ranges, count))
+}
+
+struct MapPtr(*mut u8);
+// SAFETY: the mapping outlives every thread that writes through it (joined in a scope), and
+// the threads write disjoint pages.
+unsafe impl Send for MapPtr {}
+unsafe impl Sync for MapPtr {}
+
+/// Runs every round, on fresh files each time.
+pub fn migrate_mmap(
+    p: &MigrateMmapParams,
+    progress: &mut dyn FnMut(String),
+) -> AResult<MigrateMmapResult> {
+    let start = Instant::now();
+    let mut rounds = Vec::new();
+    for round in 0..p.rounds {
+        if p.duration_s > 0 && start.elapsed().as_secs() >= u64::from(p.duration_s) {
+            progress(format!("duration {} s reached after {round} rounds", p.duration_s));
+            break;
+        }
+        let rel_dir = format!("r{round}");
+        let dir = format!("{}/{rel_dir}", p.dir);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("mkdir {dir}"), e))?;
+        let files: Vec<AResult<FileRecord>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..p.files)
+                .map(|file_id| {
+                    let rel = format!("{rel_dir}/f{file_id}");
+                    s.spawn(move || race_one_file(p, round, file_id, rel))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(err("race thread", "panicked"))))
+                .collect()
+        });
+        let files = files.into_iter().collect::<AResult<Vec<_>>>()?;
+        let in_window: usize = files.iter().map(FileRecord::writes_in_window).sum();
+        let writes: usize = files.iter().map(|f| f.hole_lblks.len()).sum();
+        let ok = files.iter().filter(|f| f.migrate.error == 0).count();
+        let post: usize = files.iter().map(|f| f.postconditions.len()).sum();
+        progress(format!(
+            "round {round}: {writes} hole writes, {in_window} inside migration windows, {ok}/{} migrations succeeded, {post} postcondition failures",
+            files.len()
+        ));
+        rounds.push(RoundRecord { round, files });
+    }
+    Ok(MigrateMmapResult { rounds })
+}
+
+fn race_one_file(p: &MigrateMmapParams, round: u32, file_id: u32, rel: String) -> AResult<FileRecord> {
+    let path = format!("{}/{rel}", p.dir);
+    let nblocks = p.file_blocks.max(2);
+    let size = nblocks * TAG_BLOCK_SIZE as u64;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| io_err(format!("create {path}"), e))?;
+    // A fresh empty file can be turned back into an indirect-mapped one by clearing
+    // EXT4_EXTENTS_FL (ext4_ioctl_setflags → ext4_ind_migrate()), feasibility.md.
+    let flags = get_flags(&f)?;
+    set_flags(&f, flags & !EXTENTS_FL)?;
+    if get_flags(&f)? & EXTENTS_FL != 0 {
+        return Err(err(
+            format!("making {path} indirect-mapped"),
+            "EXT4_EXTENTS_FL is still set after FS_IOC_SETFLAGS",
+        ));
+    }
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().map(|m| m.ino()).unwrap_or(0)
+    };
+    let tag = |lblk| BlockTag {
+        run_id: p.run_id,
+        file_id,
+        round,
+        lblk,
+        generation: 0,
+    };
+    let mix = splitmix(p.seed ^ (u64::from(round) << 32) ^ u64::from(file_id));
+    let mut prefilled = Vec::new();
+    let mut holes = Vec::new();
+    let mut buf = [0u8; TAG_BLOCK_SIZE];
+    for lblk in 0..nblocks {
+        if p.hole_pattern.is_hole(lblk, mix) {
+            holes.push(lblk);
+        } else {
+            tag(lblk).encode(&mut buf);
+            f.write_all_at(&buf, lblk * TAG_BLOCK_SIZE as u64)
+                .map_err(|e| io_err(format!("pwrite {path}"), e))?;
+            prefilled.push(lblk);
+        }
+    }
+    f.set_len(size).map_err(|e| io_err(format!("ftruncate {path}"), e))?;
+    f.sync_all().map_err(|e| io_err(format!("fsync {path}"), e))?;
+    // Random store order from the seed (Fisher-Yates).
+    let mut state = mix;
+    for i in (1..holes.len()).rev() {
+        state = splitmix(state);
+        holes.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let flags_before = get_flags(&f)? as u32;
+
+    let len = NonZeroUsize::new(size as usize).ok_or_else(|| err("mmap", "empty file"))?;
+    // SAFETY: a fresh shared mapping of our own file; unmapped below after all writers joined.
+    let map = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            &f,
+            0,
+        )
+    }
+    .map_err(|e| errno_err(format!("mmap {path}"), e))?;
+    let ptr = MapPtr(map.as_ptr() as *mut u8);
+    let writers = p.writers.max(1) as usize;
+    let barrier = Barrier::new(writers + 1);
+    let (stores, migrate) = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..writers)
+            .map(|w| {
+                let mine: Vec<u64> = holes.iter().copied().skip(w).step_by(writers).collect();
+                let (ptr, barrier) = (&ptr, &barrier);
+                s.spawn(move || {
+                    let mut block = [0u8; TAG_BLOCK_SIZE];
+                    let mut out = Vec::with_capacity(mine.len());
+                    barrier.wait();
+                    for lblk in mine {
+                        tag(lblk).encode(&mut block);
+                        let t = now_ns();
+                        // SAFETY: lblk < nblocks, so the page lies inside the mapping; each
+                        // writer owns disjoint pages. The first store faults the hole page in
+                        // and allocates its block (ext4_page_mkwrite with nodelalloc).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                block.as_ptr(),
+                                ptr.0.add((lblk as usize) * TAG_BLOCK_SIZE),
+                                TAG_BLOCK_SIZE,
+                            )
+                        };
+                        out.push((lblk, t));
+                    }
+                    out
+                })
+            })
+            .collect();
+        barrier.wait();
+        let m = migrate_once(&f, &path, p.driver);
+        let stores: Vec<(u64, u64)> = hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+        (stores, m)
+    });
+    // SAFETY: every writer has been joined.
+    let synced_map = unsafe { msync(map, size as usize, MsFlags::MS_SYNC) }.is_ok();
+    // SAFETY: as above; the pointer is not used after this.
+    let _ = unsafe { munmap(map, size as usize) };
+    let synced = synced_map && f.sync_all().is_ok();
+    let (start_ns, end_ns, error) = migrate;
+
+    let mut record = FileRecord {
+        file_id,
+        path: rel,
+        ino,
+        prefilled,
+        hole_lblks: stores.iter().map(|s| s.0).collect(),
+        hole_t_ns: stores.iter().map(|s| s.1).collect(),
+        synced,
+        migrate: MigrateCall {
+            start_ns,
+            end_ns,
+            error,
+            flags_before,
+            flags_after: 0,
+            extents_after: 0,
+            content_ok_after: false,
+        },
+        postconditions: Vec::new(),
+    };
+    check_postconditions(&f, size, tag, &mut record)?;
+    Ok(record)
+}
+
+/// EXT4_IOC_MIGRATE (or `chattr +e`): returns (start ns, end ns, errno or exit status).
+fn migrate_once(f: &File, path: &str, driver: MigrateDriver) -> (u64, u64, i32) {
+    let start = now_ns();
+    let error = match driver {
+        // SAFETY: a no-argument ioctl on our own open file.
+        MigrateDriver::Ioctl => match unsafe { ext4_ioc_migrate(f.as_raw_fd()) } {
+            Ok(_) => 0,
+            Err(e) => e as i32,
+        },
+        MigrateDriver::Chattr => std::process::Command::new("/usr/bin/chattr")
+            .args(["+e", path])
+            .status()
+            .map(|s| s.code().unwrap_or(128))
+            .unwrap_or(127),
+    };
+    (start, now_ns(), error)
+}
+
+/// Checks the inode against what the migration returned; never trust the return code alone.
+fn check_postconditions(
+    f: &File,
+    size: u64,
+    tag: impl Fn(u64) -> BlockTag,
+    r: &mut FileRecord,
+) -> AResult<()> {
+    let flags = get_flags(f)? as u32;
+    r.migrate.flags_after = flags;
+    let extents = flags & EXTENTS_FL as u32 != 0;
+    let mut failures = Vec::new();
+    let mut fail = |check: &str, detail: String| {
+        failures.push(PostconditionFailure {
+            check: check.into(),
+            detail,
+        })
+    };
+    if r.migrate.error == 0 && !extents {
+        fail(
+            "migrate-success-sets-extents-flag",
+            format!("migration returned 0 but flags are {flags:#x}"),
+        );
+    }
+    if r.migrate.error != 0 && extents {
+        fail(
+            "migrate-failure-leaves-inode-indirect",
+            format!("migration failed (errno {}) but flags are {flags:#x}", r.migrate.error),
+        );
+    }
+    let (ranges, count) = fiemap_blocks(f, size)?;
+    r.migrate.extents_after = count;
+    if r.synced {
+        let mut mapped = vec![false; (size / TAG_BLOCK_SIZE as u64) as usize];
+        for (start, len) in ranges {
+            for b in start..(start + len).min(mapped.len() as u64) {
+                mapped[b as usize] = true;
+            }
+        }
+        let unmapped: Vec<u64> = r
+            .acknowledged()
+            .filter(|&b| !mapped.get(b as usize).copied().unwrap_or(false))
+            .collect();
+        if !unmapped.is_empty() {
+            fail(
+                "fiemap-maps-every-acknowledged-block",
+                format!(
+                    "{} synced blocks are holes in FIEMAP, first {:?}",
+                    unmapped.len(),
+                    &unmapped[..unmapped.len().min(8)]
+                ),
+            );
+        }
+    }
+    let mut bad = Vec::new();
+    let mut buf = [0u8; TAG_BLOCK_SIZE];
+    for lblk in r.acknowledged().collect::<Vec<_>>() {
+        let ok = f.read_exact_at(&mut buf, lblk * TAG_BLOCK_SIZE as u64).is_ok()
+            && BlockTag::decode(&buf) == BlockContent::Tagged(tag(lblk));
+        if !ok {
+            bad.push(lblk);
+        }
+    }
+    r.migrate.content_ok_after = bad.is_empty();
+    if !bad.is_empty() {
+        fail(
+            "content-reads-back-after-migrate",
+            format!("{} blocks read back wrong, first {:?}", bad.len(), &bad[..bad.len().min(8)]),
+        );
+    }
+    r.postconditions = failures;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+fn main() { e4race_agent::main() }

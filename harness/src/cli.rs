@@ -1,0 +1,147 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use e4race_guest_image::KernelSpec;
+
+use crate::disk::DiskBackend;
+use crate::report::EXIT_CODES_HELP;
+use crate::vm::Accel;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "e4race",
+    version,
+    about = "Find lost-block races in Linux file systems: boot a stock kernel under QEMU on a disk we \
+             serve and record, race remapping ioctls against mmap writers, and check every block on the host.",
+    after_help = "Examples:\n  \
+      e4race run smoke                      boot Debian 6.1, write+fsync+read a pattern, e2fsck: PASS\n  \
+      e4race run migrate-mmap --kernel 6.12 race EXT4_IOC_MIGRATE against mmap hole writers\n  \
+      e4race run migrate-mmap --mutant migrate-flag-clear   the same on ext4 with the 2008 fix reverted\n  \
+      e4race run smoke --kernel ~/linux/arch/x86/boot/bzImage --modules-dir ~/linux/mod-install\n  \
+      e4race doctor                         QEMU version, accelerator and cached kernels\n\n\
+      Every run leaves a directory under ./runs with console.log, agent.jsonl, report.json, summary.txt, repro.sh\n\
+      (and disk.img when something was found)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a scenario and print its verdict.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Run {
+        #[command(subcommand)]
+        scenario: ScenarioCmd,
+    },
+    /// Show the QEMU version, the accelerator that would be chosen and why, and the cached kernels.
+    Doctor {
+        #[arg(long, default_value = e4race_guest_image::DEFAULT_SERIES)]
+        kernel: String,
+        /// Run the KVM probe boot now even if a cached verdict exists.
+        #[arg(long)]
+        reprobe: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCmd {
+    /// Boot, mkfs + mount ext4 on the test disk, write a tagged pattern, fsync, read it back,
+    /// unmount, then `e2fsck -fn` on the host. The foundation every other scenario builds on.
+    Smoke {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// 4 KiB blocks to write.
+        #[arg(long, default_value_t = 256)]
+        blocks: u64,
+    },
+    /// Race EXT4_IOC_MIGRATE (indirect → extent) against mmap writers that fill holes in the
+    /// same files, then check every acknowledged block on the host (content, e2fsck, postconditions, kernel log).
+    MigrateMmap {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        params: crate::scenarios::migrate_mmap::MigrateMmapArgs,
+    },
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Kernel: a Debian series (6.1, 6.12) fetched with apt-get download, or a path to a bzImage.
+    #[arg(long, default_value = e4race_guest_image::DEFAULT_SERIES, env = "E4RACE_KERNEL")]
+    pub kernel: String,
+    /// With --kernel PATH: the modules folder (`make modules_install INSTALL_MOD_PATH=DIR`, or lib/modules/RELEASE).
+    #[arg(long)]
+    pub modules_dir: Option<PathBuf>,
+    /// Accelerator; by default KVM only if a test boot works (cached), else TCG.
+    #[arg(long, value_enum, env = "E4RACE_ACCEL")]
+    pub accel: Option<Accel>,
+    /// Who serves the test disk.
+    #[arg(long, value_enum, default_value = "qemu")]
+    pub disk_backend: DiskBackend,
+    /// Load ext4 rebuilt with this mutant (a folder name under vm-images/mutants).
+    #[arg(long, conflicts_with = "ext4_patch")]
+    pub mutant: Option<String>,
+    /// Load ext4 rebuilt with this patch against fs/ext4 applied (`patch -p1` from the source top).
+    #[arg(long)]
+    pub ext4_patch: Option<PathBuf>,
+    /// Where run directories go.
+    #[arg(long, default_value = "runs", env = "E4RACE_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+    /// Kernel, image and module cache [default: ~/.cache/e4race, or $E4RACE_CACHE].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep disk.img even when the run passes.
+    #[arg(long)]
+    pub keep_image: bool,
+    /// Seconds the guest may take to boot and report ready.
+    #[arg(long, default_value_t = 90)]
+    pub boot_timeout: u64,
+    /// Seconds any single guest command may take (the whole race counts as one).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory_mib: u32,
+    /// Print the JSON report on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl CommonArgs {
+    pub fn kernel_spec(&self) -> Result<KernelSpec, crate::run::RunError> {
+        Ok(KernelSpec::parse(&self.kernel, self.modules_dir.clone())?)
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(e4race_guest_image::default_cache_dir)
+    }
+
+    /// The options as they would be typed, for the reproduce command.
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = vec!["--kernel".to_string(), self.kernel.clone()];
+        if let Some(m) = &self.modules_dir {
+            v.extend(["--modules-dir".into(), m.display().to_string()]);
+        }
+        if let Some(a) = self.accel {
+            v.extend(["--accel".into(), format!("{a:?}").to_lowercase()]);
+        }
+        v.extend(["--disk-backend".into(), self.disk_backend.as_str().into()]);
+        if let Some(m) = &self.mutant {
+            v.extend(["--mutant".into(), m.clone()]);
+        }
+        if let Some(p) = &self.ext4_patch {
+            v.extend(["--ext4-patch".into(), p.display().to_string()]);
+        }
+        v
+    }
+}

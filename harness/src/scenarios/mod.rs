@@ -1,0 +1,96 @@
+//! The scenarios: what runs in the guest, and how the host judges it.
+
+pub mod migrate_mmap;
+pub mod smoke;
+
+use serde::Serialize;
+
+use crate::run::{RunContext, RunError, ScenarioOutcome};
+use crate::vm::Vm;
+
+/// Everything needed to re-run a scenario; saved as plan.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioPlan {
+    pub name: String,
+    pub seed: Option<u64>,
+    pub mutant: Option<String>,
+    pub params: serde_json::Value,
+    pub disk_mib: u64,
+    /// Record write data too (not only hashes) when blkrec serves the disk.
+    pub log_data: bool,
+    pub reproduce: String,
+    #[serde(skip)]
+    pub kind: ScenarioKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ScenarioKind {
+    Smoke { blocks: u64 },
+    MigrateMmap(e4race_protocol::MigrateMmapParams, String),
+}
+
+/// Drives the booted guest through the scenario, powers it off, and judges the result.
+pub async fn drive(plan: &ScenarioPlan, vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
+    match &plan.kind {
+        ScenarioKind::Smoke { blocks } => smoke::drive(*blocks, vm, ctx).await,
+        ScenarioKind::MigrateMmap(params, mount_options) => {
+            migrate_mmap::drive(params, mount_options, vm, ctx).await
+        }
+    }
+}
+
+/// `e4race ARGS...` with shell quoting.
+pub fn reproduce_command(args: &[String]) -> String {
+    std::iter::once("e4race".to_string())
+        .chain(args.iter().map(|a| crate::vm::shell_quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Turns the parsed command line into a plan.
+pub fn plan(cmd: crate::cli::ScenarioCmd) -> Result<(crate::cli::CommonArgs, ScenarioPlan), String> {
+    use crate::cli::ScenarioCmd;
+    match cmd {
+        ScenarioCmd::Smoke { common, blocks } => {
+            let mut argv = vec!["run".to_string(), "smoke".into()];
+            argv.extend(common.to_argv());
+            argv.extend(["--blocks".into(), blocks.to_string()]);
+            let plan = ScenarioPlan {
+                name: "smoke".into(),
+                seed: None,
+                mutant: mutant_label(&common),
+                params: serde_json::json!({ "blocks": blocks }),
+                disk_mib: 256.max((blocks * 4096 >> 20) * 2 + 64),
+                log_data: true,
+                reproduce: reproduce_command(&argv),
+                kind: ScenarioKind::Smoke { blocks },
+            };
+            Ok((common, plan))
+        }
+        ScenarioCmd::MigrateMmap { common, params } => {
+            let seed = params.seed.unwrap_or_else(smoke::rand_id);
+            let run_id = smoke::rand_id();
+            let mut argv = vec!["run".to_string(), "migrate-mmap".into()];
+            argv.extend(common.to_argv());
+            argv.extend(params.to_argv(seed));
+            let proto = params.to_params(seed, run_id);
+            let plan = ScenarioPlan {
+                name: "migrate-mmap".into(),
+                seed: Some(seed),
+                mutant: mutant_label(&common),
+                params: serde_json::to_value(&params).unwrap_or_default(),
+                disk_mib: params.disk_mib(),
+                log_data: false,
+                reproduce: reproduce_command(&argv),
+                kind: ScenarioKind::MigrateMmap(proto, params.mount_options.clone()),
+            };
+            Ok((common, plan))
+        }
+    }
+}
+
+fn mutant_label(c: &crate::cli::CommonArgs) -> Option<String> {
+    c.mutant
+        .clone()
+        .or_else(|| c.ext4_patch.as_ref().map(|p| format!("patch:{}", p.display())))
+}

@@ -1,0 +1,100 @@
+//! `smoke`: boot, mkfs, mount, write a tagged pattern, fsync, read back, unmount, e2fsck.
+
+use std::time::Duration;
+
+use e4race_protocol::{Command, Reply};
+
+use crate::fsck;
+use crate::report::Finding;
+use crate::run::{RunContext, RunError, ScenarioOutcome};
+use crate::vm::Vm;
+
+pub const DEVICE: &str = "/dev/vda";
+pub const MOUNT_POINT: &str = "/mnt";
+
+pub async fn drive(blocks: u64, mut vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
+    let t = ctx.command_timeout;
+    let p = ctx.progress.clone();
+    let mut quiet = |_: &str| {};
+    p.step("mkfs.ext4 on the test disk");
+    vm.request(
+        Command::Mkfs {
+            device: DEVICE.into(),
+            args: vec!["-b".into(), "4096".into()],
+        },
+        t,
+        &mut quiet,
+    )
+    .await?;
+    vm.request(
+        Command::Mount {
+            device: DEVICE.into(),
+            target: MOUNT_POINT.into(),
+            options: String::new(),
+        },
+        t,
+        &mut quiet,
+    )
+    .await?;
+    let run_id: u64 = rand_id();
+    p.step(&format!("writing {blocks} tagged blocks, fsync, drop caches, read back"));
+    let reply = vm
+        .request(
+            Command::WritePattern {
+                path: format!("{MOUNT_POINT}/smoke"),
+                run_id,
+                blocks,
+            },
+            t,
+            &mut quiet,
+        )
+        .await?;
+    let Reply::Pattern(pat) = reply else {
+        return Err(RunError::Other(format!("unexpected reply to write-pattern: {reply:?}")));
+    };
+    vm.request(
+        Command::Umount {
+            target: MOUNT_POINT.into(),
+        },
+        t,
+        &mut quiet,
+    )
+    .await?;
+    p.step("powering off");
+    vm.power_off(Duration::from_secs(30)).await?;
+    ctx.disk.stop().await?;
+
+    let mut findings = Vec::new();
+    if !pat.mismatched.is_empty() {
+        findings.push(Finding {
+            class: "data-loss".into(),
+            summary: format!(
+                "{} of {} blocks read back wrong in the guest, first {:?}",
+                pat.mismatched.len(),
+                pat.blocks_written,
+                &pat.mismatched[..pat.mismatched.len().min(8)]
+            ),
+            detail: serde_json::to_value(&pat).unwrap_or_default(),
+        });
+    }
+    p.step("e2fsck -fn on the host");
+    let fsck = fsck::run(&ctx.disk.image).await?;
+    findings.extend(fsck.findings());
+    Ok(ScenarioOutcome {
+        findings,
+        evidence: serde_json::json!({
+            "blocks_written": pat.blocks_written,
+            "blocks_read_back_ok": pat.blocks_written - pat.mismatched.len() as u64,
+            "e2fsck": fsck.headline(),
+        }),
+    })
+}
+
+/// A run id for tags: time-based, so two runs never share tags.
+pub fn rand_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    e4race_protocol::splitmix(t ^ u64::from(std::process::id()))
+}
