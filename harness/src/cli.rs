@@ -58,6 +58,12 @@ pub enum ScenarioCmd {
         #[arg(long, default_value_t = 256)]
         blocks: u64,
     },
+    /// Boot, then crash the kernel on purpose (sysrq c). Checks that a kernel panic ends the run
+    /// as KERNEL-ERROR with the panic line; the expected exit code is 3.
+    PanicSelftest {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Race EXT4_IOC_MIGRATE (indirect → extent) against mmap writers that fill holes in the
     /// same files, then check every acknowledged block on the host (content, e2fsck, postconditions, kernel log).
     MigrateMmap {

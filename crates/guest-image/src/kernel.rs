@@ -249,7 +249,7 @@ pub fn find_modules_root(root: &Path, release: &str) -> Option<PathBuf> {
     }
     for base in ["lib/modules", "usr/lib/modules"] {
         let p = root.join(base).join(release);
-        if p.is_dir() {
+        if !release.is_empty() && p.is_dir() {
             return Some(p);
         }
     }

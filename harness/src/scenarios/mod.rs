@@ -26,6 +26,7 @@ pub struct ScenarioPlan {
 #[derive(Debug, Clone)]
 pub enum ScenarioKind {
     Smoke { blocks: u64 },
+    PanicSelftest,
     MigrateMmap(e4race_protocol::MigrateMmapParams, String),
 }
 
@@ -33,6 +34,7 @@ pub enum ScenarioKind {
 pub async fn drive(plan: &ScenarioPlan, vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
     match &plan.kind {
         ScenarioKind::Smoke { blocks } => smoke::drive(*blocks, vm, ctx).await,
+        ScenarioKind::PanicSelftest => smoke::crash(vm, ctx).await,
         ScenarioKind::MigrateMmap(params, mount_options) => {
             migrate_mmap::drive(params, mount_options, vm, ctx).await
         }
@@ -64,6 +66,21 @@ pub fn plan(cmd: crate::cli::ScenarioCmd) -> Result<(crate::cli::CommonArgs, Sce
                 log_data: true,
                 reproduce: reproduce_command(&argv),
                 kind: ScenarioKind::Smoke { blocks },
+            };
+            Ok((common, plan))
+        }
+        ScenarioCmd::PanicSelftest { common } => {
+            let mut argv = vec!["run".to_string(), "panic-selftest".into()];
+            argv.extend(common.to_argv());
+            let plan = ScenarioPlan {
+                name: "panic-selftest".into(),
+                seed: None,
+                mutant: mutant_label(&common),
+                params: serde_json::json!({}),
+                disk_mib: 64,
+                log_data: false,
+                reproduce: reproduce_command(&argv),
+                kind: ScenarioKind::PanicSelftest,
             };
             Ok((common, plan))
         }

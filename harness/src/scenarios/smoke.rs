@@ -98,3 +98,11 @@ pub fn rand_id() -> u64 {
         .unwrap_or(0);
     e4race_protocol::splitmix(t ^ u64::from(std::process::id()))
 }
+
+/// Crashes the guest kernel with sysrq `c`. The request can only end in a kernel error (or
+/// in an infra error if the crash does not happen), never in a reply.
+pub async fn crash(mut vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
+    ctx.progress.step("crashing the kernel with sysrq c");
+    vm.request(Command::CrashKernel, ctx.command_timeout, &mut |_| {}).await?;
+    Err(RunError::Other("the kernel survived sysrq c".into()))
+}

@@ -1,0 +1,58 @@
+//! Bad input gets a clear message and a report, never a traceback. No guest boots here.
+
+mod common;
+use common::*;
+
+#[test]
+fn unknown_kernel_lists_the_available_ones() {
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(&["run", "smoke", "--kernel", "/no/such/bzImage"], runs.path());
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("unknown kernel '/no/such/bzImage'"), "{out}");
+    assert!(out.contains("6.1") && out.contains("6.12"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+    assert_eq!(report(&run_dir(runs.path()))["verdict"], "INFRA-ERROR");
+}
+
+#[test]
+fn missing_qemu_names_the_package() {
+    let runs = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().to_str().unwrap();
+    let o = e4race_env(&["run", "smoke"], runs.path(), &[("PATH", path)]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("qemu-system-x86"), "{out}");
+}
+
+#[test]
+fn user_kernel_without_drivers_names_the_config_options() {
+    // A "bzImage" whose modules folder lacks the drivers and lists none as built in.
+    let runs = tempfile::tempdir().unwrap();
+    let k = tempfile::tempdir().unwrap();
+    let bz = k.path().join("bzImage");
+    std::fs::write(&bz, b"not really a kernel").unwrap();
+    let md = k.path().join("lib/modules/6.99.0");
+    std::fs::create_dir_all(&md).unwrap();
+    std::fs::write(md.join("modules.order"), "").unwrap();
+    std::fs::write(md.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
+    std::fs::write(md.join("modules.dep"), "").unwrap();
+    let o = e4race(
+        &["run", "smoke", "--kernel", bz.to_str().unwrap(), "--modules-dir", k.path().to_str().unwrap()],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("CONFIG_VIRTIO_BLK") && out.contains("CONFIG_VIRTIO_PCI"), "{out}");
+    assert!(!out.contains("CONFIG_EXT4_FS"), "ext4 is built in: {out}");
+}
+
+#[test]
+fn help_teaches() {
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(&["run", "--help"], runs.path());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Exit codes: 0 PASS, 1 BUG-FOUND"), "{out}");
+    assert!(out.contains("migrate-mmap"), "{out}");
+}
