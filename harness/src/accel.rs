@@ -35,7 +35,11 @@ fn host_release() -> String {
 }
 
 fn kvm_usable() -> Result<(), String> {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("/dev/kvm cannot be opened ({e})")),
     }
@@ -47,7 +51,8 @@ fn cache_file(cache: &Path) -> PathBuf {
 
 /// Reads the cached probe verdict for this host kernel, if any.
 pub fn cached_probe(cache: &Path) -> Option<(bool, String)> {
-    let c: ProbeCache = serde_json::from_str(&std::fs::read_to_string(cache_file(cache)).ok()?).ok()?;
+    let c: ProbeCache =
+        serde_json::from_str(&std::fs::read_to_string(cache_file(cache)).ok()?).ok()?;
     (c.host_release == host_release()).then_some((c.kvm_boots, c.detail))
 }
 
@@ -102,7 +107,12 @@ pub async fn choose(
 }
 
 /// Boots the kernel under KVM with `e4race.probe`; true if the agent says so in time.
-pub async fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path, scratch: &Path) -> (bool, String) {
+pub async fn probe_kvm(
+    qemu: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    scratch: &Path,
+) -> (bool, String) {
     let _ = std::fs::create_dir_all(scratch);
     let sock = scratch.join("probe-ctl.sock");
     let _ = std::fs::remove_file(&sock);
@@ -128,10 +138,12 @@ pub async fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path, scratch: &Path
         .args(cfg.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(match std::fs::File::create(scratch.join("probe-qemu.stderr")) {
-            Ok(f) => Stdio::from(f),
-            Err(_) => Stdio::null(),
-        })
+        .stderr(
+            match std::fs::File::create(scratch.join("probe-qemu.stderr")) {
+                Ok(f) => Stdio::from(f),
+                Err(_) => Stdio::null(),
+            },
+        )
         .process_group(0)
         .kill_on_drop(true)
         .spawn();
@@ -161,14 +173,27 @@ pub async fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path, scratch: &Path
     let _ = child.kill().await;
     let _ = std::fs::remove_file(&sock);
     match res {
-        Ok(true) => (true, format!("booted in {:.1} s", t0.elapsed().as_secs_f64())),
+        Ok(true) => (
+            true,
+            format!("booted in {:.1} s", t0.elapsed().as_secs_f64()),
+        ),
         Ok(false) => {
-            let stderr = std::fs::read_to_string(scratch.join("probe-qemu.stderr")).unwrap_or_default();
-            (false, format!("QEMU exited before the guest reached userspace: {}", stderr.trim()))
+            let stderr =
+                std::fs::read_to_string(scratch.join("probe-qemu.stderr")).unwrap_or_default();
+            (
+                false,
+                format!(
+                    "QEMU exited before the guest reached userspace: {}",
+                    stderr.trim()
+                ),
+            )
         }
         Err(_) => (
             false,
-            format!("the guest did not reach userspace within {} s", PROBE_TIMEOUT.as_secs()),
+            format!(
+                "the guest did not reach userspace within {} s",
+                PROBE_TIMEOUT.as_secs()
+            ),
         ),
     }
 }

@@ -129,7 +129,9 @@ impl CommonArgs {
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(e4race_guest_image::default_cache_dir)
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(e4race_guest_image::default_cache_dir)
     }
 
     /// The options as they would be typed, for the reproduce command.

@@ -26,12 +26,7 @@ pub enum ConsoleEvent {
 /// Whether a console line reports a kernel error that ends the run. WARN lines do not: they
 /// are findings for the kernel-log oracle.
 pub fn is_fatal_kernel_line(line: &str) -> bool {
-    let l = strip_timestamp(line);
-    l.starts_with("Kernel panic - not syncing")
-        || l.starts_with("BUG:")
-        || l.contains("kernel BUG at")
-        || l.starts_with("Oops:")
-        || l.contains("general protection fault")
+    oracles::classify_console_line(line).is_some_and(|c| c.is_fatal())
 }
 
 #[derive(Default)]
@@ -48,7 +43,10 @@ pub struct ConsoleWatch {
 }
 
 impl ConsoleWatch {
-    pub fn spawn(mut src: impl AsyncRead + Unpin + Send + 'static, log: PathBuf) -> Result<Self, VmError> {
+    pub fn spawn(
+        mut src: impl AsyncRead + Unpin + Send + 'static,
+        log: PathBuf,
+    ) -> Result<Self, VmError> {
         let mut file = std::fs::File::create(&log).map_err(|e| VmError::Io {
             what: format!("creating {}", log.display()),
             source: e,
@@ -70,7 +68,9 @@ impl ConsoleWatch {
                 partial.extend_from_slice(&buf[..n]);
                 while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
                     let raw: Vec<u8> = partial.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
+                    let line = String::from_utf8_lossy(&raw)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
                     let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
                     let idx = s.lines.len();
                     if s.event.is_none() {
@@ -108,7 +108,12 @@ impl ConsoleWatch {
         Some(match ev {
             ConsoleEvent::KernelError { headline, .. } => {
                 let from = idx.saturating_sub(3);
-                let excerpt = s.lines[from..].iter().take(60).cloned().collect::<Vec<_>>().join("\n");
+                let excerpt = s.lines[from..]
+                    .iter()
+                    .take(60)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 ConsoleEvent::KernelError { headline, excerpt }
             }
             other => other,
@@ -184,13 +189,19 @@ mod tests {
     fn classifies_agent_and_kernel_lines() {
         assert_eq!(
             classify("e4race-agent: E4RACE-MISSING-CONFIG: CONFIG_EXT4_FS,CONFIG_VIRTIO_BLK"),
-            Some(ConsoleEvent::MissingConfig(vec!["CONFIG_EXT4_FS".into(), "CONFIG_VIRTIO_BLK".into()]))
+            Some(ConsoleEvent::MissingConfig(vec![
+                "CONFIG_EXT4_FS".into(),
+                "CONFIG_VIRTIO_BLK".into()
+            ]))
         );
         assert!(matches!(
             classify("[    5.1] Kernel panic - not syncing: sysrq triggered crash"),
             Some(ConsoleEvent::KernelError { .. })
         ));
-        assert_eq!(classify("[    1.0] virtio_blk virtio1: [vda] 524288 512-byte logical blocks"), None);
+        assert_eq!(
+            classify("[    1.0] virtio_blk virtio1: [vda] 524288 512-byte logical blocks"),
+            None
+        );
     }
 
     #[tokio::test]
@@ -205,7 +216,10 @@ mod tests {
         c.settle().await;
         match c.event() {
             Some(ConsoleEvent::KernelError { headline, excerpt }) => {
-                assert_eq!(headline, "Kernel panic - not syncing: sysrq triggered crash");
+                assert_eq!(
+                    headline,
+                    "Kernel panic - not syncing: sysrq triggered crash"
+                );
                 assert!(excerpt.contains("CPU: 0 PID: 1"), "{excerpt}");
             }
             other => panic!("{other:?}"),

@@ -35,7 +35,12 @@ pub struct TestDisk {
 
 impl TestDisk {
     /// Creates a sparse raw image of `mib` MiB. A full host disk is reported as such.
-    pub fn create(dir: &Path, mib: u64, backend: DiskBackend, log_data: bool) -> Result<Self, RunError> {
+    pub fn create(
+        dir: &Path,
+        mib: u64,
+        backend: DiskBackend,
+        log_data: bool,
+    ) -> Result<Self, RunError> {
         let image = dir.join("disk.img");
         let f = std::fs::File::create(&image).map_err(|e| full_or(e, &image))?;
         f.set_len(mib << 20).map_err(|e| full_or(e, &image))?;

@@ -9,9 +9,18 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
     let mut ok = true;
     match vm::find_qemu() {
         Ok(q) => {
-            let v = tokio::process::Command::new(&q).arg("--version").output().await;
+            let v = tokio::process::Command::new(&q)
+                .arg("--version")
+                .output()
+                .await;
             let v = v
-                .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
                 .unwrap_or_else(|e| format!("cannot run it: {e}"));
             println!("qemu:        {} ({v})", q.display());
         }
@@ -20,7 +29,18 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
             println!("qemu:        MISSING: {e}");
         }
     }
-    for tool in ["qemu-storage-daemon", "e2fsck", "mkfs.ext4", "e4defrag", "chattr", "debugfs", "busybox", "depmod", "dpkg-deb", "apt-get"] {
+    for tool in [
+        "qemu-storage-daemon",
+        "e2fsck",
+        "mkfs.ext4",
+        "e4defrag",
+        "chattr",
+        "debugfs",
+        "busybox",
+        "depmod",
+        "dpkg-deb",
+        "apt-get",
+    ] {
         match vm::find_in_path(tool) {
             Some(p) => println!("{tool:<12} {}", p.display()),
             None => println!("{tool:<12} missing"),
@@ -69,12 +89,28 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
                     return 4;
                 }
             };
-            let req = image::ImageRequest { kernel: spec, agent, ext4_module: None, cache_dir: cache.clone() };
-            let img = tokio::task::spawn_blocking(move || image::build(&req, &|s: &str| eprintln!("{s}"))).await;
+            let req = image::ImageRequest {
+                kernel: spec,
+                agent,
+                ext4_module: None,
+                cache_dir: cache.clone(),
+            };
+            let img = tokio::task::spawn_blocking(move || {
+                image::build(&req, &|s: &str| eprintln!("{s}"))
+            })
+            .await;
             match (img, vm::find_qemu()) {
                 (Ok(Ok(img)), Ok(q)) => {
                     let scratch = cache.join("probe");
-                    let c = accel::choose(None, &q, &img.kernel.image, &img.initramfs, &cache, &scratch).await;
+                    let c = accel::choose(
+                        None,
+                        &q,
+                        &img.kernel.image,
+                        &img.initramfs,
+                        &cache,
+                        &scratch,
+                    )
+                    .await;
                     println!("accelerator: {:?}: {}", c.accel, c.reason);
                 }
                 (Ok(Err(e)), _) => println!("accelerator: cannot probe: {e}"),
@@ -82,5 +118,9 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
             }
         }
     }
-    if ok { 0 } else { 4 }
+    if ok {
+        0
+    } else {
+        4
+    }
 }

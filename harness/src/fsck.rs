@@ -1,61 +1,37 @@
-//! `e2fsck -fn` on the host, after the guest is gone.
+//! `e2fsck -fn` on the host, after the guest is gone, parsed by the consistency oracle.
 
 use std::path::Path;
 
-use crate::report::Finding;
+use oracles::E2fsckReport;
+
 use crate::run::RunError;
 
-pub struct FsckResult {
-    pub exit_code: i32,
-    pub output: String,
-}
-
-/// Runs the real e2fsck read-only (`-fn`) on the image.
-pub async fn run(image: &Path) -> Result<FsckResult, RunError> {
-    let bin = crate::vm::find_in_path("e2fsck").ok_or_else(|| {
-        RunError::Other("e2fsck is not installed; install the Debian package e2fsprogs".into())
-    })?;
-    let out = tokio::process::Command::new(bin)
-        .arg("-fn")
-        .arg(image)
-        .output()
+/// Runs the real e2fsck read-only on the image and saves its output as `e2fsck.txt`.
+pub async fn run(image: &Path) -> Result<E2fsckReport, RunError> {
+    let img = image.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || oracles::run_e2fsck(&img))
         .await
-        .map_err(|e| RunError::Other(format!("running e2fsck: {e}")))?;
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| RunError::Other(format!("e2fsck task: {e}")))?
+        .map_err(|e| RunError::Other(format!("e2fsck: {e}")))?;
     if let Some(dir) = image.parent() {
-        let _ = std::fs::write(dir.join("e2fsck.txt"), &output);
+        let _ = std::fs::write(
+            dir.join("e2fsck.txt"),
+            format!("exit code {}\n{}", report.exit_code, report.output),
+        );
     }
-    Ok(FsckResult {
-        exit_code: out.status.code().unwrap_or(-1),
-        output,
-    })
+    Ok(report)
 }
 
-impl FsckResult {
-    pub fn clean(&self) -> bool {
-        self.exit_code == 0
-    }
-
-    pub fn headline(&self) -> String {
-        if self.clean() {
-            "clean".into()
-        } else {
-            format!("exit {}", self.exit_code)
-        }
-    }
-
-    pub fn findings(&self) -> Vec<Finding> {
-        if self.clean() {
-            return vec![];
-        }
-        vec![Finding {
-            class: "fs-corruption".into(),
-            summary: format!("e2fsck -fn exited {}", self.exit_code),
-            detail: serde_json::json!({ "output": self.output }),
-        }]
+/// One word for the summary: "clean", or what e2fsck found.
+pub fn headline(r: &E2fsckReport) -> String {
+    if r.clean {
+        "clean".into()
+    } else {
+        format!(
+            "exit {}, {} findings, {} allocated blocks owned by no inode",
+            r.exit_code,
+            r.findings.len(),
+            r.leaked_blocks()
+        )
     }
 }

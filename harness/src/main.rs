@@ -6,10 +6,10 @@ mod console;
 mod disk;
 mod fsck;
 mod mutants;
+mod oracle_glue;
 mod report;
 mod run;
 mod scenarios;
-mod oracle_glue;
 mod vm;
 
 use clap::Parser;
@@ -23,7 +23,10 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("E4RACE_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -52,7 +55,10 @@ async fn run_scenario(cmd: ScenarioCmd) -> i32 {
     let progress = run::Progress::new(common.quiet);
     let report = run::execute(&common, plan, progress).await;
     if common.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{}", report.summary());
     }

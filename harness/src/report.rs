@@ -36,7 +36,8 @@ impl Verdict {
     }
 }
 
-pub const EXIT_CODES_HELP: &str = "Exit codes: 0 PASS, 1 BUG-FOUND, 3 KERNEL-ERROR, 4 INFRA-ERROR, 2 bad usage.";
+pub const EXIT_CODES_HELP: &str =
+    "Exit codes: 0 PASS, 1 BUG-FOUND, 3 KERNEL-ERROR, 4 INFRA-ERROR, 2 bad usage.";
 
 /// One finding, with the class the issue tracker groups them by.
 #[derive(Debug, Clone, Serialize)]
@@ -90,16 +91,25 @@ impl Report {
             "{}: {} on {} ({}), {} accel, disk {}{}\n",
             self.verdict.as_str(),
             self.scenario,
-            if self.kernel.release.is_empty() { &self.kernel.requested } else { &self.kernel.release },
+            if self.kernel.release.is_empty() {
+                &self.kernel.requested
+            } else {
+                &self.kernel.release
+            },
             self.kernel.origin,
             self.accel,
             self.disk_backend,
-            self.mutant.as_ref().map(|m| format!(", mutant {m}")).unwrap_or_default()
+            self.mutant
+                .as_ref()
+                .map(|m| format!(", mutant {m}"))
+                .unwrap_or_default()
         ));
         s.push_str(&format!(
             "  took {:.1} s{}\n",
             self.duration_s,
-            self.boot_s.map(|b| format!(" (guest ready after {b:.1} s)")).unwrap_or_default()
+            self.boot_s
+                .map(|b| format!(" (guest ready after {b:.1} s)"))
+                .unwrap_or_default()
         ));
         if let serde_json::Value::Object(m) = &self.evidence {
             for (k, v) in m {
@@ -116,13 +126,20 @@ impl Report {
             }
             s.push_str(&format!(
                 "  findings: {}\n",
-                by_class.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+                by_class
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             for f in self.findings.iter().take(20) {
                 s.push_str(&format!("    [{}] {}\n", f.class, f.summary));
             }
             if self.findings.len() > 20 {
-                s.push_str(&format!("    ... {} more in report.json\n", self.findings.len() - 20));
+                s.push_str(&format!(
+                    "    ... {} more in report.json\n",
+                    self.findings.len() - 20
+                ));
             }
         }
         s.push_str(&format!("  run directory: {}\n", self.run_dir));
@@ -164,10 +181,15 @@ mod tests {
 
     #[test]
     fn verdicts_have_distinct_exit_codes() {
-        let codes: std::collections::HashSet<i32> = [Verdict::Pass, Verdict::BugFound, Verdict::KernelError, Verdict::InfraError]
-            .iter()
-            .map(|v| v.exit_code())
-            .collect();
+        let codes: std::collections::HashSet<i32> = [
+            Verdict::Pass,
+            Verdict::BugFound,
+            Verdict::KernelError,
+            Verdict::InfraError,
+        ]
+        .iter()
+        .map(|v| v.exit_code())
+        .collect();
         assert_eq!(codes.len(), 4);
         assert!(!codes.contains(&2), "2 is clap's usage error");
     }

@@ -73,7 +73,8 @@ pub fn agent_binary() -> Result<PathBuf, RunError> {
     if let Some(p) = std::env::var_os("E4RACE_AGENT") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().map_err(|e| RunError::Other(format!("locating our own binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| RunError::Other(format!("locating our own binary: {e}")))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
     for cand in [dir.join("e4race-agent"), dir.join("../e4race-agent")] {
         if cand.is_file() {
@@ -100,7 +101,10 @@ fn run_dir_name(plan: &ScenarioPlan, kernel: &KernelSpec) -> String {
         chrono::Local::now().format("%Y-%m-%dT%H-%M-%S%.3f"),
         plan.name,
         label,
-        plan.mutant.as_ref().map(|m| format!("-{m}")).unwrap_or_default()
+        plan.mutant
+            .as_ref()
+            .map(|m| format!("-{m}"))
+            .unwrap_or_default()
     )
 }
 
@@ -111,7 +115,13 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
     let dir_name = kernel_spec
         .as_ref()
         .map(|k| run_dir_name(&plan, k))
-        .unwrap_or_else(|_| format!("{}-{}", chrono::Local::now().format("%Y-%m-%dT%H-%M-%S%.3f"), plan.name));
+        .unwrap_or_else(|_| {
+            format!(
+                "{}-{}",
+                chrono::Local::now().format("%Y-%m-%dT%H-%M-%S%.3f"),
+                plan.name
+            )
+        });
     let dir = common.runs_dir.join(dir_name);
     let mut report = Report {
         schema: SCHEMA,
@@ -141,8 +151,14 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
         report.duration_s = started.elapsed().as_secs_f64();
         return report;
     }
-    let _ = std::fs::write(dir.join("plan.json"), serde_json::to_string_pretty(&plan).unwrap_or_default());
-    let _ = std::fs::write(dir.join("repro.sh"), format!("#!/bin/sh\nexec {}\n", plan.reproduce));
+    let _ = std::fs::write(
+        dir.join("plan.json"),
+        serde_json::to_string_pretty(&plan).unwrap_or_default(),
+    );
+    let _ = std::fs::write(
+        dir.join("repro.sh"),
+        format!("#!/bin/sh\nexec {}\n", plan.reproduce),
+    );
     progress.step(&format!("run directory {}", dir.display()));
     let result = async {
         let kernel_spec = kernel_spec?;
@@ -155,7 +171,11 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
     };
     match result {
         Ok(outcome) => {
-            report.verdict = if outcome.findings.is_empty() { Verdict::Pass } else { Verdict::BugFound };
+            report.verdict = if outcome.findings.is_empty() {
+                Verdict::Pass
+            } else {
+                Verdict::BugFound
+            };
             report.findings = outcome.findings;
             report.evidence = outcome.evidence;
         }
@@ -170,7 +190,10 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
 }
 
 fn finish_artifacts(common: &CommonArgs, dir: &Path, report: &Report) {
-    let _ = std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report).unwrap_or_default());
+    let _ = std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(report).unwrap_or_default(),
+    );
     let _ = std::fs::write(dir.join("summary.txt"), report.summary());
     // The image is the main evidence of a finding; a passing run's image is only kept on request.
     if report.verdict == Verdict::Pass && !common.keep_image {
@@ -188,7 +211,8 @@ async fn execute_inner(
 ) -> Result<ScenarioOutcome, RunError> {
     let qemu = vm::find_qemu()?;
     let cache = common.cache_dir();
-    let ext4_module = crate::mutants::ext4_module_for(common, &kernel_spec, &cache, progress).await?;
+    let ext4_module =
+        crate::mutants::ext4_module_for(common, &kernel_spec, &cache, progress).await?;
     let req = ImageRequest {
         kernel: kernel_spec,
         agent: agent_binary()?,
@@ -209,8 +233,15 @@ async fn execute_inner(
         img.initramfs.display(),
         if img.cached { " (cached)" } else { "" }
     ));
-    let AccelChoice { accel, reason } =
-        accel::choose(common.accel, &qemu, &img.kernel.image, &img.initramfs, &cache, dir).await;
+    let AccelChoice { accel, reason } = accel::choose(
+        common.accel,
+        &qemu,
+        &img.kernel.image,
+        &img.initramfs,
+        &cache,
+        dir,
+    )
+    .await;
     report.accel = format!("{accel:?}").to_lowercase();
     report.accel_reason = reason.clone();
     progress.step(&format!("accelerator {}: {reason}", report.accel));
@@ -229,14 +260,21 @@ async fn execute_inner(
         control_socket: dir.join("control.sock"),
         bios: vm::default_bios(),
     };
-    progress.step(&format!("booting {} under {}", img.kernel.release, report.accel));
+    progress.step(&format!(
+        "booting {} under {}",
+        img.kernel.release, report.accel
+    ));
     let vm = Vm::start(&cfg, dir, Duration::from_secs(common.boot_timeout)).await?;
     report.boot_s = Some(vm.ready.boot_s);
     progress.step(&format!(
         "guest ready after {:.1} s (kernel {}, modules: {})",
         vm.ready.boot_s,
         vm.ready.kernel_release,
-        if vm.ready.modules.is_empty() { "none".to_string() } else { vm.ready.modules.join(" ") }
+        if vm.ready.modules.is_empty() {
+            "none".to_string()
+        } else {
+            vm.ready.modules.join(" ")
+        }
     ));
     let mut ctx = RunContext {
         dir: dir.to_path_buf(),

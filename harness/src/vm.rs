@@ -10,12 +10,14 @@ use std::time::Duration;
 use e4race_protocol::{AgentError, AgentMessage, Command, Reply, Request, CONTROL_PORT_NAME};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::console::{ConsoleEvent, ConsoleWatch};
 
 /// How QEMU executes guest code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualization through /dev/kvm.
@@ -75,7 +77,13 @@ impl VmConfig {
     pub fn to_args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
         match self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             // MTTCG: one host thread per vCPU (feasibility.md: real parallelism on 2 cores).
@@ -119,7 +127,10 @@ impl VmConfig {
         match &self.disk {
             Some(DiskAttachment::QemuVirtioBlk { image }) => push(&[
                 "-drive",
-                &format!("file={},if=none,id=disk0,format=raw,cache=writeback", image.display()),
+                &format!(
+                    "file={},if=none,id=disk0,format=raw,cache=writeback",
+                    image.display()
+                ),
                 "-device",
                 "virtio-blk-pci,drive=disk0",
             ]),
@@ -155,7 +166,10 @@ impl VmConfig {
 }
 
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -172,9 +186,17 @@ pub enum VmError {
     MissingConfig(Vec<String>),
     #[error("the guest agent failed before the control channel was up: {0}")]
     AgentStartup(String),
-    #[error("timed out after {secs} s waiting for {step}; the guest hung. Last console lines:\n{tail}")]
-    Timeout { step: String, secs: u64, tail: String },
-    #[error("QEMU exited ({status}) during {step}. QEMU said: {stderr}\nLast console lines:\n{tail}")]
+    #[error(
+        "timed out after {secs} s waiting for {step}; the guest hung. Last console lines:\n{tail}"
+    )]
+    Timeout {
+        step: String,
+        secs: u64,
+        tail: String,
+    },
+    #[error(
+        "QEMU exited ({status}) during {step}. QEMU said: {stderr}\nLast console lines:\n{tail}"
+    )]
     QemuExited {
         step: String,
         status: String,
@@ -208,7 +230,6 @@ pub struct Vm {
     agent_log: std::fs::File,
     next_id: u64,
     run_dir: PathBuf,
-    exited: watch::Receiver<Option<String>>,
     pub ready: AgentReady,
 }
 
@@ -223,14 +244,19 @@ pub struct AgentReady {
 
 impl Vm {
     /// Starts QEMU and waits (at most `boot_timeout`) for the agent's Ready.
-    pub async fn start(cfg: &VmConfig, run_dir: &Path, boot_timeout: Duration) -> Result<Vm, VmError> {
+    pub async fn start(
+        cfg: &VmConfig,
+        run_dir: &Path,
+        boot_timeout: Duration,
+    ) -> Result<Vm, VmError> {
         let t0 = std::time::Instant::now();
         let _ = std::fs::remove_file(&cfg.control_socket);
         let listener = UnixListener::bind(&cfg.control_socket)
             .map_err(io(format!("listening on {}", cfg.control_socket.display())))?;
         std::fs::write(run_dir.join("qemu.cmdline"), cfg.shell_line() + "\n")
             .map_err(io("writing qemu.cmdline"))?;
-        let stderr_file = std::fs::File::create(run_dir.join("qemu.stderr")).map_err(io("creating qemu.stderr"))?;
+        let stderr_file = std::fs::File::create(run_dir.join("qemu.stderr"))
+            .map_err(io("creating qemu.stderr"))?;
         let mut child = tokio::process::Command::new(&cfg.qemu)
             .args(cfg.to_args())
             .stdin(Stdio::null())
@@ -254,15 +280,26 @@ impl Vm {
             source: std::io::Error::other("not piped"),
         })?;
         let console = ConsoleWatch::spawn(stdout, run_dir.join("console.log"))?;
-        let (exit_tx, exited) = watch::channel(None);
-        let agent_log = std::fs::File::create(run_dir.join("agent.jsonl")).map_err(io("creating agent.jsonl"))?;
+        let agent_log = std::fs::File::create(run_dir.join("agent.jsonl"))
+            .map_err(io("creating agent.jsonl"))?;
 
-        let mut vm_parts = (child, console, exited, exit_tx);
+        let mut vm_parts = (child, console);
         let accept = async {
-            let (stream, _) = listener.accept().await.map_err(io("accepting the control connection"))?;
+            let (stream, _) = listener
+                .accept()
+                .await
+                .map_err(io("accepting the control connection"))?;
             Ok::<UnixStream, VmError>(stream)
         };
-        let stream = race_guest(&mut vm_parts.0, &vm_parts.1, run_dir, "the control connection", boot_timeout, accept).await?;
+        let stream = race_guest(
+            &mut vm_parts.0,
+            &vm_parts.1,
+            run_dir,
+            "the control connection",
+            boot_timeout,
+            accept,
+        )
+        .await?;
         let (rd, ctl_tx) = stream.into_split();
         let (tx, ctl_rx) = mpsc::channel(64);
         tokio::spawn(async move {
@@ -270,9 +307,11 @@ impl Vm {
             loop {
                 match lines.next_line().await {
                     Ok(Some(line)) => {
-                        let m = serde_json::from_str::<AgentMessage>(&line).map_err(|e| VmError::Protocol {
-                            detail: e.to_string(),
-                            line: line.chars().take(300).collect(),
+                        let m = serde_json::from_str::<AgentMessage>(&line).map_err(|e| {
+                            VmError::Protocol {
+                                detail: e.to_string(),
+                                line: line.chars().take(300).collect(),
+                            }
                         });
                         if tx.send(m).await.is_err() {
                             break;
@@ -282,7 +321,7 @@ impl Vm {
                 }
             }
         });
-        let (child, console, exited, _exit_tx) = vm_parts;
+        let (child, console) = vm_parts;
         let mut vm = Vm {
             child,
             ctl_tx,
@@ -291,7 +330,6 @@ impl Vm {
             agent_log,
             next_id: 1,
             run_dir: run_dir.to_path_buf(),
-            exited,
             ready: AgentReady {
                 kernel_release: String::new(),
                 uptime_s: 0.0,
@@ -322,7 +360,11 @@ impl Vm {
         }
     }
 
-    async fn next_message(&mut self, step: &str, timeout: Duration) -> Result<AgentMessage, VmError> {
+    async fn next_message(
+        &mut self,
+        step: &str,
+        timeout: Duration,
+    ) -> Result<AgentMessage, VmError> {
         let rx = &mut self.ctl_rx;
         let fut = async {
             match rx.recv().await {
@@ -330,9 +372,21 @@ impl Vm {
                 None => std::future::pending().await,
             }
         };
-        let m = race_guest(&mut self.child, &self.console, &self.run_dir, step, timeout, fut).await?;
+        let m = race_guest(
+            &mut self.child,
+            &self.console,
+            &self.run_dir,
+            step,
+            timeout,
+            fut,
+        )
+        .await?;
         use std::io::Write;
-        let _ = writeln!(self.agent_log, "{}", serde_json::to_string(&m).unwrap_or_default());
+        let _ = writeln!(
+            self.agent_log,
+            "{}",
+            serde_json::to_string(&m).unwrap_or_default()
+        );
         Ok(m)
     }
 
@@ -386,7 +440,8 @@ impl Vm {
                 r?;
                 // A panic while shutting down (say, in umount's aftermath) still counts.
                 self.console.settle().await;
-                if let Some(ConsoleEvent::KernelError { headline, excerpt }) = self.console.event() {
+                if let Some(ConsoleEvent::KernelError { headline, excerpt }) = self.console.event()
+                {
                     return Err(VmError::KernelError { headline, excerpt });
                 }
                 Ok(())
@@ -400,15 +455,6 @@ impl Vm {
                 })
             }
         }
-    }
-
-    /// The console text so far.
-    pub fn console_text(&self) -> String {
-        self.console.text()
-    }
-
-    pub fn exited(&self) -> bool {
-        self.exited.borrow().is_some()
     }
 }
 
@@ -440,7 +486,9 @@ async fn race_guest<T>(
                 console.settle().await;
             }
             return Err(match console.event().unwrap_or(ev) {
-                ConsoleEvent::KernelError { headline, excerpt } => VmError::KernelError { headline, excerpt },
+                ConsoleEvent::KernelError { headline, excerpt } => {
+                    VmError::KernelError { headline, excerpt }
+                }
                 ConsoleEvent::MissingConfig(v) => VmError::MissingConfig(v),
                 ConsoleEvent::AgentError(s) => VmError::AgentStartup(s),
             });

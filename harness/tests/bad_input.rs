@@ -6,7 +6,10 @@ use common::*;
 #[test]
 fn unknown_kernel_lists_the_available_ones() {
     let runs = tempfile::tempdir().unwrap();
-    let o = e4race(&["run", "smoke", "--kernel", "/no/such/bzImage"], runs.path());
+    let o = e4race(
+        &["run", "smoke", "--kernel", "/no/such/bzImage"],
+        runs.path(),
+    );
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("unknown kernel '/no/such/bzImage'"), "{out}");
@@ -39,12 +42,22 @@ fn user_kernel_without_drivers_names_the_config_options() {
     std::fs::write(md.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
     std::fs::write(md.join("modules.dep"), "").unwrap();
     let o = e4race(
-        &["run", "smoke", "--kernel", bz.to_str().unwrap(), "--modules-dir", k.path().to_str().unwrap()],
+        &[
+            "run",
+            "smoke",
+            "--kernel",
+            bz.to_str().unwrap(),
+            "--modules-dir",
+            k.path().to_str().unwrap(),
+        ],
         runs.path(),
     );
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("CONFIG_VIRTIO_BLK") && out.contains("CONFIG_VIRTIO_PCI"), "{out}");
+    assert!(
+        out.contains("CONFIG_VIRTIO_BLK") && out.contains("CONFIG_VIRTIO_PCI"),
+        "{out}"
+    );
     assert!(!out.contains("CONFIG_EXT4_FS"), "ext4 is built in: {out}");
 }
 

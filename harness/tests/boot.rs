@@ -18,13 +18,22 @@ fn vm_smoke_passes_on_default_kernel() {
     assert_eq!(r["evidence"]["blocks_written"], 300);
     assert_eq!(r["evidence"]["blocks_read_back_ok"], 300);
     assert_eq!(r["evidence"]["e2fsck"], "clean");
-    assert!(r["kernel"]["release"].as_str().unwrap().starts_with("6.1.0-"));
+    assert!(r["kernel"]["release"]
+        .as_str()
+        .unwrap()
+        .starts_with("6.1.0-"));
     let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
-    assert!(console.contains("e4race-agent: ready on /dev/vport"), "{console}");
+    assert!(
+        console.contains("e4race-agent: ready on /dev/vport"),
+        "{console}"
+    );
     let agent = std::fs::read_to_string(dir.join("agent.jsonl")).unwrap();
     assert!(agent.contains("\"cmd\":\"write-pattern\""), "{agent}");
     assert!(dir.join("repro.sh").exists() && dir.join("summary.txt").exists());
-    assert!(!dir.join("disk.img").exists(), "a passing run drops its image");
+    assert!(
+        !dir.join("disk.img").exists(),
+        "a passing run drops its image"
+    );
 }
 
 /// The 6.12 package differs (xz modules, virtio built in): the same code path must boot it.
@@ -32,12 +41,24 @@ fn vm_smoke_passes_on_default_kernel() {
 fn vm_smoke_passes_on_6_12() {
     let _l = vm_lock();
     let runs = tempfile::tempdir().unwrap();
-    let o = e4race(&["run", "smoke", "--kernel", "6.12", "--keep-image"], runs.path());
+    let o = e4race(
+        &["run", "smoke", "--kernel", "6.12", "--keep-image"],
+        runs.path(),
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let dir = run_dir(runs.path());
     let r = report(&dir);
-    assert!(r["kernel"]["release"].as_str().unwrap().starts_with("6.12."), "{r}");
-    assert!(dir.join("disk.img").exists(), "--keep-image keeps the image");
+    assert!(
+        r["kernel"]["release"]
+            .as_str()
+            .unwrap()
+            .starts_with("6.12."),
+        "{r}"
+    );
+    assert!(
+        dir.join("disk.img").exists(),
+        "--keep-image keeps the image"
+    );
 }
 
 /// A kernel panic ends the run as KERNEL-ERROR (exit 3) with the panic line, not as a
@@ -51,5 +72,8 @@ fn vm_kernel_panic_is_kernel_error() {
     let r = report(&run_dir(runs.path()));
     assert_eq!(r["verdict"], "KERNEL-ERROR");
     let err = r["error"].as_str().unwrap();
-    assert!(err.contains("Kernel panic - not syncing: sysrq triggered crash"), "{err}");
+    assert!(
+        err.contains("Kernel panic - not syncing: sysrq triggered crash"),
+        "{err}"
+    );
 }

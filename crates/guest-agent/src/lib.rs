@@ -94,13 +94,17 @@ fn run() -> AResult<()> {
         .write(true)
         .open(&port)
         .map_err(|e| io_err(format!("opening {port}"), e))?;
-    let rx = tx.try_clone().map_err(|e| io_err(format!("duplicating {port}"), e))?;
+    let rx = tx
+        .try_clone()
+        .map_err(|e| io_err(format!("duplicating {port}"), e))?;
     let mut chan = Channel { tx };
     let uptime_s = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
-    console(&format!("ready on {port}, kernel {release}, modules {modules:?}"));
+    console(&format!(
+        "ready on {port}, kernel {release}, modules {modules:?}"
+    ));
     chan.send(&AgentMessage::Ready {
         kernel_release: release,
         uptime_s,
@@ -171,7 +175,8 @@ fn execute(chan: &mut Channel, req: Request) -> AResult<Reply> {
             Ok(Reply::Done)
         }
         Command::Umount { target } => {
-            nix::mount::umount(target.as_str()).map_err(|e| errno_err(format!("umount {target}"), e))?;
+            nix::mount::umount(target.as_str())
+                .map_err(|e| errno_err(format!("umount {target}"), e))?;
             Ok(Reply::Done)
         }
         Command::Sync => {
@@ -227,9 +232,11 @@ fn write_pattern(path: &str, run_id: u64, blocks: u64) -> AResult<PatternResult>
         let mut buf = [0u8; TAG_BLOCK_SIZE];
         for lblk in 0..blocks {
             tag(lblk).encode(&mut buf);
-            f.write_all(&buf).map_err(|e| io_err(format!("write {path}"), e))?;
+            f.write_all(&buf)
+                .map_err(|e| io_err(format!("write {path}"), e))?;
         }
-        f.sync_all().map_err(|e| io_err(format!("fsync {path}"), e))?;
+        f.sync_all()
+            .map_err(|e| io_err(format!("fsync {path}"), e))?;
     }
     sys::drop_caches()?;
     let mut f = File::open(path).map_err(|e| io_err(format!("open {path}"), e))?;

@@ -21,7 +21,13 @@ pub fn mount_pseudo_filesystems() {
         ("tmpfs", "/tmp", "tmpfs"),
     ] {
         let _ = std::fs::create_dir_all(target);
-        if let Err(e) = mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>) {
+        if let Err(e) = mount(
+            Some(src),
+            target,
+            Some(fstype),
+            MsFlags::empty(),
+            None::<&str>,
+        ) {
             console(&format!("mount {fstype} on {target}: {e}"));
         }
     }
@@ -57,7 +63,10 @@ pub fn load_modules() -> AResult<Vec<String>> {
 pub fn missing_drivers() -> Vec<String> {
     let mut missing = Vec::new();
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.lines().any(|l| l.split_whitespace().last() == Some("ext4")) {
+    if !fs
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("ext4"))
+    {
         missing.push("CONFIG_EXT4_FS".to_string());
     }
     // Give the PCI drivers a moment to bind after the modules loaded.
@@ -158,9 +167,17 @@ pub fn read_kmsg() -> String {
                 let Some((hdr, text)) = rec.split_once(';') else {
                     continue;
                 };
-                let usec: u64 = hdr.split(',').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let usec: u64 = hdr
+                    .split(',')
+                    .nth(2)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 let first = text.lines().next().unwrap_or("");
-                out.push_str(&format!("[{:5}.{:06}] {first}\n", usec / 1_000_000, usec % 1_000_000));
+                out.push_str(&format!(
+                    "[{:5}.{:06}] {first}\n",
+                    usec / 1_000_000,
+                    usec % 1_000_000
+                ));
             }
             // EPIPE: a record was overwritten while reading; keep going.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,

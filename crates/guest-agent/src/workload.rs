@@ -27,7 +27,8 @@ nix::ioctl_write_ptr!(fs_ioc_setflags, b'f', 2, libc::c_long);
 pub fn get_flags(f: &File) -> AResult<libc::c_long> {
     let mut v: libc::c_long = 0;
     // SAFETY: the ioctl writes at most one int into `v`, which outlives the call.
-    unsafe { fs_ioc_getflags(f.as_raw_fd(), &mut v) }.map_err(|e| errno_err("FS_IOC_GETFLAGS", e))?;
+    unsafe { fs_ioc_getflags(f.as_raw_fd(), &mut v) }
+        .map_err(|e| errno_err("FS_IOC_GETFLAGS", e))?;
     Ok(v & 0xffff_ffff)
 }
 
@@ -53,7 +54,9 @@ pub fn fiemap_blocks(f: &File, size: u64) -> AResult<(Vec<(u64, u64)>, u32)> {
         let mut buf = vec![0u64; (HDR + N * EXT) / 8];
         {
             // SAFETY: viewing a u64 buffer as bytes; alignment is stricter than needed.
-            let b = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * 8) };
+            let b = unsafe {
+                std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * 8)
+            };
             b[0..8].copy_from_slice(&start.to_le_bytes());
             b[8..16].copy_from_slice(&(size.saturating_sub(start)).to_le_bytes());
             b[16..20].copy_from_slice(&FIEMAP_FLAG_SYNC.to_le_bytes());
@@ -76,7 +79,10 @@ pub fn fiemap_blocks(f: &File, size: u64) -> AResult<(Vec<(u64, u64)>, u32)> {
             let le = |o: usize| u64::from_le_bytes(e[o..o + 8].try_into().unwrap_or([0; 8]));
             let (logical, len) = (le(0), le(16));
             let flags = u32::from_le_bytes([e[40], e[41], e[42], e[43]]);
-            ranges.push((logical / TAG_BLOCK_SIZE as u64, len.div_ceil(TAG_BLOCK_SIZE as u64)));
+            ranges.push((
+                logical / TAG_BLOCK_SIZE as u64,
+                len.div_ceil(TAG_BLOCK_SIZE as u64),
+            ));
             count += 1;
             start = logical + len;
             last |= flags & FIEMAP_EXTENT_LAST != 0;
@@ -103,7 +109,10 @@ pub fn migrate_mmap(
     let mut rounds = Vec::new();
     for round in 0..p.rounds {
         if p.duration_s > 0 && start.elapsed().as_secs() >= u64::from(p.duration_s) {
-            progress(format!("duration {} s reached after {round} rounds", p.duration_s));
+            progress(format!(
+                "duration {} s reached after {round} rounds",
+                p.duration_s
+            ));
             break;
         }
         let rel_dir = format!("r{round}");
@@ -117,7 +126,10 @@ pub fn migrate_mmap(
                 })
                 .collect();
             hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(err("race thread", "panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(err("race thread", "panicked")))
+                })
                 .collect()
         });
         let files = files.into_iter().collect::<AResult<Vec<_>>>()?;
@@ -134,7 +146,12 @@ pub fn migrate_mmap(
     Ok(MigrateMmapResult { rounds })
 }
 
-fn race_one_file(p: &MigrateMmapParams, round: u32, file_id: u32, rel: String) -> AResult<FileRecord> {
+fn race_one_file(
+    p: &MigrateMmapParams,
+    round: u32,
+    file_id: u32,
+    rel: String,
+) -> AResult<FileRecord> {
     let path = format!("{}/{rel}", p.dir);
     let nblocks = p.file_blocks.max(2);
     let size = nblocks * TAG_BLOCK_SIZE as u64;
@@ -180,8 +197,10 @@ fn race_one_file(p: &MigrateMmapParams, round: u32, file_id: u32, rel: String) -
             prefilled.push(lblk);
         }
     }
-    f.set_len(size).map_err(|e| io_err(format!("ftruncate {path}"), e))?;
-    f.sync_all().map_err(|e| io_err(format!("fsync {path}"), e))?;
+    f.set_len(size)
+        .map_err(|e| io_err(format!("ftruncate {path}"), e))?;
+    f.sync_all()
+        .map_err(|e| io_err(format!("fsync {path}"), e))?;
     // Random store order from the seed (Fisher-Yates).
     let mut state = mix;
     for i in (1..holes.len()).rev() {
@@ -236,7 +255,10 @@ fn race_one_file(p: &MigrateMmapParams, round: u32, file_id: u32, rel: String) -
             .collect();
         barrier.wait();
         let m = migrate_once(&f, &path, p.driver);
-        let stores: Vec<(u64, u64)> = hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+        let stores: Vec<(u64, u64)> = hs
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
         (stores, m)
     });
     // SAFETY: every writer has been joined.
@@ -244,7 +266,7 @@ fn race_one_file(p: &MigrateMmapParams, round: u32, file_id: u32, rel: String) -
     // SAFETY: as above; the pointer is not used after this.
     let _ = unsafe { munmap(map, size as usize) };
     let synced = synced_map && f.sync_all().is_ok();
-    let (start_ns, end_ns, error) = migrate;
+    let (start_ns, end_ns, error, return_value) = migrate;
 
     let mut record = FileRecord {
         file_id,
@@ -258,6 +280,7 @@ fn race_one_file(p: &MigrateMmapParams, round: u32, file_id: u32, rel: String) -
             start_ns,
             end_ns,
             error,
+            return_value,
             flags_before,
             flags_after: 0,
             extents_after: 0,
@@ -269,22 +292,26 @@ fn race_one_file(p: &MigrateMmapParams, round: u32, file_id: u32, rel: String) -
     Ok(record)
 }
 
-/// EXT4_IOC_MIGRATE (or `chattr +e`): returns (start ns, end ns, errno or exit status).
-fn migrate_once(f: &File, path: &str, driver: MigrateDriver) -> (u64, u64, i32) {
+/// EXT4_IOC_MIGRATE (or `chattr +e`): returns (start ns, end ns, errno or exit status,
+/// the ioctl's non-negative return value).
+fn migrate_once(f: &File, path: &str, driver: MigrateDriver) -> (u64, u64, i32, i64) {
     let start = now_ns();
-    let error = match driver {
+    let (error, ret) = match driver {
         // SAFETY: a no-argument ioctl on our own open file.
         MigrateDriver::Ioctl => match unsafe { ext4_ioc_migrate(f.as_raw_fd()) } {
-            Ok(_) => 0,
-            Err(e) => e as i32,
+            Ok(r) => (0, i64::from(r)),
+            Err(e) => (e as i32, -1),
         },
-        MigrateDriver::Chattr => std::process::Command::new("/usr/bin/chattr")
-            .args(["+e", path])
-            .status()
-            .map(|s| s.code().unwrap_or(128))
-            .unwrap_or(127),
+        MigrateDriver::Chattr => (
+            std::process::Command::new("/usr/bin/chattr")
+                .args(["+e", path])
+                .status()
+                .map(|s| s.code().unwrap_or(128))
+                .unwrap_or(127),
+            0,
+        ),
     };
-    (start, now_ns(), error)
+    (start, now_ns(), error, ret)
 }
 
 /// Checks the inode against what the migration returned; never trust the return code alone.
@@ -313,7 +340,10 @@ fn check_postconditions(
     if r.migrate.error != 0 && extents {
         fail(
             "migrate-failure-leaves-inode-indirect",
-            format!("migration failed (errno {}) but flags are {flags:#x}", r.migrate.error),
+            format!(
+                "migration failed (errno {}) but flags are {flags:#x}",
+                r.migrate.error
+            ),
         );
     }
     let (ranges, count) = fiemap_blocks(f, size)?;
@@ -343,7 +373,9 @@ fn check_postconditions(
     let mut bad = Vec::new();
     let mut buf = [0u8; TAG_BLOCK_SIZE];
     for lblk in r.acknowledged().collect::<Vec<_>>() {
-        let ok = f.read_exact_at(&mut buf, lblk * TAG_BLOCK_SIZE as u64).is_ok()
+        let ok = f
+            .read_exact_at(&mut buf, lblk * TAG_BLOCK_SIZE as u64)
+            .is_ok()
             && BlockTag::decode(&buf) == BlockContent::Tagged(tag(lblk));
         if !ok {
             bad.push(lblk);
@@ -353,7 +385,11 @@ fn check_postconditions(
     if !bad.is_empty() {
         fail(
             "content-reads-back-after-migrate",
-            format!("{} blocks read back wrong, first {:?}", bad.len(), &bad[..bad.len().min(8)]),
+            format!(
+                "{} blocks read back wrong, first {:?}",
+                bad.len(),
+                &bad[..bad.len().min(8)]
+            ),
         );
     }
     r.postconditions = failures;

@@ -104,11 +104,14 @@ impl Initramfs {
     /// same paths as on the host (so the dynamic loader finds them without a cache).
     pub fn program_with_libs(&mut self, guest_path: &str, host: &Path) -> Result<()> {
         self.file_from_host(guest_path, host, 0o755);
-        let out = Command::new("ldd").arg(host).output().map_err(|e| Error::ToolMissing {
-            tool: "ldd".into(),
-            package: "libc-bin".into(),
-            detail: e.to_string(),
-        })?;
+        let out = Command::new("ldd")
+            .arg(host)
+            .output()
+            .map_err(|e| Error::ToolMissing {
+                tool: "ldd".into(),
+                package: "libc-bin".into(),
+                detail: e.to_string(),
+            })?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             // "libext2fs.so.2 => /lib/x86_64-linux-gnu/libext2fs.so.2 (0x...)" or
             // "/lib64/ld-linux-x86-64.so.2 (0x...)"
@@ -120,7 +123,8 @@ impl Initramfs {
                 continue;
             };
             let host_lib = Path::new(path);
-            let real = std::fs::canonicalize(host_lib).map_err(|e| Error::io("resolving", host_lib, e))?;
+            let real =
+                std::fs::canonicalize(host_lib).map_err(|e| Error::io("resolving", host_lib, e))?;
             self.file_from_host(path, &real, 0o755);
         }
         Ok(())
@@ -149,7 +153,10 @@ impl Initramfs {
                     fw.finish().map_err(werr)?;
                 }
                 Node::Symlink(target) => {
-                    let mut fw = b.mode(0o120_777).nlink(1).write(&mut w, target.len() as u32);
+                    let mut fw = b
+                        .mode(0o120_777)
+                        .nlink(1)
+                        .write(&mut w, target.len() as u32);
                     fw.write_all(target.as_bytes()).map_err(werr)?;
                     fw.finish().map_err(werr)?;
                 }
@@ -164,7 +171,10 @@ impl Initramfs {
                         kernel: path.clone(),
                         detail: "a file over 4 GiB cannot go into a newc cpio".into(),
                     })?;
-                    let mut fw = b.mode(0o100_000 | (mode & 0o7777)).nlink(1).write(&mut w, size);
+                    let mut fw = b
+                        .mode(0o100_000 | (mode & 0o7777))
+                        .nlink(1)
+                        .write(&mut w, size);
                     fw.write_all(&bytes).map_err(werr)?;
                     fw.finish().map_err(werr)?;
                 }
@@ -227,7 +237,10 @@ mod tests {
             names.push((e.entry().name().to_string(), e.entry().mode()));
             r = e.finish().unwrap();
         }
-        assert!(names.contains(&("etc/e4race/hello".into(), 0o100_644)), "{names:?}");
+        assert!(
+            names.contains(&("etc/e4race/hello".into(), 0o100_644)),
+            "{names:?}"
+        );
         assert!(names.contains(&("etc".into(), 0o040_755)));
         assert!(names.contains(&("bin/sh".into(), 0o120_777)));
     }

@@ -167,10 +167,7 @@ pub fn resolve_debian_package(series: &str) -> Result<(String, String)> {
 /// Downloads and extracts a Debian kernel into `cache/kernels/PKG_VERSION/`.
 pub fn fetch_debian(series: &str, cache: &Path, progress: &dyn Progress) -> Result<PreparedKernel> {
     let (pkg, version) = resolve_debian_package(series)?;
-    let release = pkg
-        .strip_prefix("linux-image-")
-        .unwrap_or(&pkg)
-        .to_string();
+    let release = pkg.strip_prefix("linux-image-").unwrap_or(&pkg).to_string();
     let dir = cache.join("kernels").join(format!("{pkg}_{version}"));
     let origin = format!("{pkg} {version}");
     if !dir.join(".complete").exists() {
@@ -192,7 +189,8 @@ pub fn fetch_debian(series: &str, cache: &Path, progress: &dyn Progress) -> Resu
         })?;
         // Debian packages do not ship modules.dep; depmod makes it (feasibility.md, 6.12).
         depmod(&modroot, &release)?;
-        std::fs::write(tmp.join(".complete"), &origin).map_err(|e| Error::io("writing", &tmp, e))?;
+        std::fs::write(tmp.join(".complete"), &origin)
+            .map_err(|e| Error::io("writing", &tmp, e))?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(|e| Error::io("renaming", &dir, e))?;
     }
@@ -213,14 +211,23 @@ pub fn fetch_debian(series: &str, cache: &Path, progress: &dyn Progress) -> Resu
 }
 
 /// `apt-get download PKG=VERSION` into `dir`, reusing a file already there.
-pub fn download_deb(pkg: &str, version: &str, dir: &Path, progress: &dyn Progress) -> Result<PathBuf> {
+pub fn download_deb(
+    pkg: &str,
+    version: &str,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<PathBuf> {
     let prefix = format!("{pkg}_{}_", version.replace(':', "%3a"));
     let existing = |dir: &Path| -> Option<PathBuf> {
-        std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+            })
     };
     if let Some(p) = existing(dir) {
         return Ok(p);
@@ -237,7 +244,10 @@ pub fn download_deb(pkg: &str, version: &str, dir: &Path, progress: &dyn Progres
     )?;
     existing(dir).ok_or_else(|| Error::BadKernel {
         kernel: pkg.into(),
-        detail: format!("apt-get download left no {prefix}*.deb in {}", dir.display()),
+        detail: format!(
+            "apt-get download left no {prefix}*.deb in {}",
+            dir.display()
+        ),
     })
 }
 

@@ -44,7 +44,10 @@ pub enum Error {
         "the kernel lacks what the guest needs: {}. Rebuild it with these options set to y \
          (or m, and pass --modules-dir). Looked in {where_}", options.join(", ")
     )]
-    MissingConfig { options: Vec<String>, where_: String },
+    MissingConfig {
+        options: Vec<String>,
+        where_: String,
+    },
     #[error("kernel {kernel}: {detail}")]
     BadKernel { kernel: String, detail: String },
     #[error("`{tool}` is not available ({detail}); install the Debian package `{package}`")]
@@ -193,7 +196,16 @@ pub fn build(req: &ImageRequest, progress: &dyn Progress) -> Result<GuestImage> 
         } => prepare_custom(bzimage, modules_dir.as_deref())?,
     };
     let mut ir = Initramfs::new();
-    for d in ["dev", "proc", "sys", "tmp", "mnt", "run", "root", "etc/e4race"] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "mnt",
+        "run",
+        "root",
+        "etc/e4race",
+    ] {
         ir.dir(d);
     }
     ir.chardev("dev/console", 5, 1, 0o600);
@@ -247,13 +259,15 @@ pub fn build(req: &ImageRequest, progress: &dyn Progress) -> Result<GuestImage> 
 
 fn prepare_custom(bzimage: &Path, modules_dir: Option<&Path>) -> Result<PreparedKernel> {
     let modules_root = match modules_dir {
-        Some(d) => Some(kernel::find_modules_root(d, "").ok_or_else(|| Error::BadKernel {
-            kernel: bzimage.display().to_string(),
-            detail: format!(
-                "{} holds no modules folder (expected modules.order, or lib/modules/RELEASE)",
-                d.display()
-            ),
-        })?),
+        Some(d) => Some(
+            kernel::find_modules_root(d, "").ok_or_else(|| Error::BadKernel {
+                kernel: bzimage.display().to_string(),
+                detail: format!(
+                    "{} holds no modules folder (expected modules.order, or lib/modules/RELEASE)",
+                    d.display()
+                ),
+            })?,
+        ),
         None => None,
     };
     let release = modules_root
@@ -294,7 +308,10 @@ fn add_busybox(ir: &mut Initramfs) -> Result<()> {
             detail: "not found on the host".into(),
         })?;
     ir.program_with_libs("bin/busybox", bb)?;
-    for applet in ["sh", "ls", "cat", "mount", "umount", "dmesg", "sync", "mkdir", "rm", "dd", "cmp", "sleep", "poweroff"] {
+    for applet in [
+        "sh", "ls", "cat", "mount", "umount", "dmesg", "sync", "mkdir", "rm", "dd", "cmp", "sleep",
+        "poweroff",
+    ] {
         ir.symlink(&format!("bin/{applet}"), "busybox");
     }
     Ok(())
@@ -322,7 +339,10 @@ fn add_modules(ir: &mut Initramfs, k: &PreparedKernel, ext4: Option<&Path>) -> R
         let guest = format!("lib/modules/{}/{}.ko", k.release, m.name);
         ir.file_bytes(&guest, read_module(&host)?, 0o644);
         // "optional" modules may fail to load (a softdep for a CPU feature TCG lacks).
-        list.push_str(&format!("/{guest} {}\n", if m.optional { "optional" } else { "required" }));
+        list.push_str(&format!(
+            "/{guest} {}\n",
+            if m.optional { "optional" } else { "required" }
+        ));
         names.push(m.name);
     }
     if ext4.is_some() && !names.iter().any(|n| n == "ext4") {

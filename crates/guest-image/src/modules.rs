@@ -48,7 +48,8 @@ impl ModuleIndex {
     pub fn load(root: &Path) -> Result<Self> {
         let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap_or_default();
         let depf = root.join("modules.dep");
-        let dep_text = std::fs::read_to_string(&depf).map_err(|e| Error::io("reading", &depf, e))?;
+        let dep_text =
+            std::fs::read_to_string(&depf).map_err(|e| Error::io("reading", &depf, e))?;
         let mut idx = ModuleIndex {
             root: root.to_path_buf(),
             ..Default::default()
@@ -128,7 +129,13 @@ impl ModuleIndex {
         Ok(order)
     }
 
-    fn visit(&self, name: &str, optional: bool, seen: &mut HashSet<String>, out: &mut Vec<ModuleFile>) {
+    fn visit(
+        &self,
+        name: &str,
+        optional: bool,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<ModuleFile>,
+    ) {
         let name = name.replace('-', "_");
         if self.is_builtin(&name) || !seen.insert(name.clone()) {
             return;
@@ -224,7 +231,10 @@ mod tests {
             "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n",
         );
         w("modules.softdep", "softdep ext4 pre: crc32c\n");
-        w("modules.alias", "alias crypto-crc32c crc32c_generic\nalias crc32c crc32c_generic\n");
+        w(
+            "modules.alias",
+            "alias crypto-crc32c crc32c_generic\nalias crc32c crc32c_generic\n",
+        );
         t
     }
 

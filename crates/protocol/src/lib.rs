@@ -105,7 +105,9 @@ pub enum Reply {
     },
     Pattern(PatternResult),
     MigrateMmap(MigrateMmapResult),
-    Dmesg { text: String },
+    Dmesg {
+        text: String,
+    },
 }
 
 /// What `WritePattern` did.

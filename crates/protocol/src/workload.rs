@@ -96,12 +96,15 @@ pub struct FileRecord {
 }
 
 /// One migration call and its window on CLOCK_MONOTONIC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrateCall {
     pub start_ns: u64,
     pub end_ns: u64,
     /// 0 on success, else the positive errno (or the exit status of chattr).
     pub error: i32,
+    /// What ioctl(2) itself returned when it did not fail (0 expected).
+    #[serde(default)]
+    pub return_value: i64,
     /// FS_IOC_GETFLAGS before and after.
     pub flags_before: u32,
     pub flags_after: u32,
@@ -180,6 +183,7 @@ mod tests {
                 start_ns: 10,
                 end_ns: 20,
                 error: 0,
+                return_value: 0,
                 flags_before: 0,
                 flags_after: 0x80000,
                 extents_after: 1,

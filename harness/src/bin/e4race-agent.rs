@@ -1,1 +1,3 @@
-fn main() { e4race_agent::main() }
+fn main() {
+    e4race_agent::main()
+}

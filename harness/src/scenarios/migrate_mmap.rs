@@ -11,10 +11,11 @@
 
 use std::time::Duration;
 
-use e4race_protocol::{Command, HolePattern, MigrateDriver, MigrateMmapParams, MigrateMmapResult, Reply};
+use e4race_protocol::{
+    Command, HolePattern, MigrateDriver, MigrateMmapParams, MigrateMmapResult, Reply,
+};
 
 use crate::fsck;
-use crate::report::Finding;
 use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::smoke::{DEVICE, MOUNT_POINT};
 use crate::vm::Vm;
@@ -93,7 +94,8 @@ impl MigrateMmapArgs {
 
     /// Room for every round's files plus metadata and journal.
     pub fn disk_mib(&self) -> u64 {
-        let data = u64::from(self.rounds.max(1)) * u64::from(self.files.max(1)) * self.size_mib.max(1);
+        let data =
+            u64::from(self.rounds.max(1)) * u64::from(self.files.max(1)) * self.size_mib.max(1);
         data + data / 5 + 160
     }
 
@@ -161,10 +163,14 @@ pub async fn drive(
     ));
     let p2 = p.clone();
     let reply = vm
-        .request(Command::MigrateMmap(params.clone()), t, &mut |line| p2.step(&format!("guest: {line}")))
+        .request(Command::MigrateMmap(params.clone()), t, &mut |line| {
+            p2.step(&format!("guest: {line}"))
+        })
         .await?;
     let Reply::MigrateMmap(result) = reply else {
-        return Err(RunError::Other(format!("unexpected reply to migrate-mmap: {reply:?}")));
+        return Err(RunError::Other(format!(
+            "unexpected reply to migrate-mmap: {reply:?}"
+        )));
     };
     let _ = std::fs::write(
         ctx.dir.join("workload.json"),
@@ -173,7 +179,14 @@ pub async fn drive(
     // Unmount before judging: the extent status cache can hide a lost block until the inode
     // is evicted, and the host must read what is really on disk.
     p.step("unmounting");
-    vm.request(Command::Umount { target: MOUNT_POINT.into() }, t, &mut quiet).await?;
+    vm.request(
+        Command::Umount {
+            target: MOUNT_POINT.into(),
+        },
+        t,
+        &mut quiet,
+    )
+    .await?;
     let dmesg = match vm.request(Command::Dmesg, t, &mut quiet).await? {
         Reply::Dmesg { text } => text,
         _ => String::new(),
@@ -184,40 +197,24 @@ pub async fn drive(
     ctx.disk.stop().await?;
 
     p.step("checking every acknowledged block on the host");
-    let mut findings = Vec::new();
-    findings.extend(crate::oracle_glue::content_findings(&ctx.disk.image, params.run_id, &result)?);
-    findings.extend(postcondition_findings(&result));
+    let content =
+        crate::oracle_glue::content(&ctx.disk.image, params.run_id, result.rounds.clone()).await?;
+    let _ = std::fs::write(
+        ctx.dir.join("content.json"),
+        serde_json::to_string_pretty(&content).unwrap_or_default(),
+    );
     p.step("e2fsck -fn on the host");
     let fsck = fsck::run(&ctx.disk.image).await?;
-    findings.extend(fsck.findings());
-    findings.extend(crate::oracle_glue::kernel_log_findings(&dmesg));
-    Ok(ScenarioOutcome {
-        evidence: evidence(&result, &fsck),
-        findings,
-    })
-}
-
-fn postcondition_findings(r: &MigrateMmapResult) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for round in &r.rounds {
-        for f in &round.files {
-            for pc in &f.postconditions {
-                out.push(Finding {
-                    class: "api-postcondition".into(),
-                    summary: format!("{} (migrate errno {}): {}: {}", f.path, f.migrate.error, pc.check, pc.detail),
-                    detail: serde_json::json!({
-                        "path": f.path, "round": round.round, "file_id": f.file_id,
-                        "check": pc.check, "detail": pc.detail, "migrate": f.migrate,
-                    }),
-                });
-            }
-        }
-    }
-    out
+    let findings =
+        crate::oracle_glue::findings(Some(&content), Some(&fsck), &result.rounds, &dmesg);
+    let mut evidence = evidence(&result, &fsck);
+    evidence["blocks_checked_on_host"] = content.blocks_checked.into();
+    evidence["lost_blocks"] = content.lost.len().into();
+    Ok(ScenarioOutcome { evidence, findings })
 }
 
 /// The numbers that show the race was exercised.
-fn evidence(r: &MigrateMmapResult, fsck: &fsck::FsckResult) -> serde_json::Value {
+fn evidence(r: &MigrateMmapResult, fsck: &oracles::E2fsckReport) -> serde_json::Value {
     let files: Vec<_> = r.rounds.iter().flat_map(|x| x.files.iter()).collect();
     let writes: usize = files.iter().map(|f| f.hole_lblks.len()).sum();
     let in_window: usize = files.iter().map(|f| f.writes_in_window()).sum();
@@ -241,6 +238,6 @@ fn evidence(r: &MigrateMmapResult, fsck: &fsck::FsckResult) -> serde_json::Value
         "hole_writes_inside_migration_windows": in_window,
         "migrations": errors,
         "mean_migration_window_ms": (window_ms * 10.0).round() / 10.0,
-        "e2fsck": fsck.headline(),
+        "e2fsck": fsck::headline(fsck),
     })
 }

@@ -31,7 +31,11 @@ pub enum ScenarioKind {
 }
 
 /// Drives the booted guest through the scenario, powers it off, and judges the result.
-pub async fn drive(plan: &ScenarioPlan, vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
+pub async fn drive(
+    plan: &ScenarioPlan,
+    vm: Vm,
+    ctx: &mut RunContext,
+) -> Result<ScenarioOutcome, RunError> {
     match &plan.kind {
         ScenarioKind::Smoke { blocks } => smoke::drive(*blocks, vm, ctx).await,
         ScenarioKind::PanicSelftest => smoke::crash(vm, ctx).await,
@@ -50,7 +54,9 @@ pub fn reproduce_command(args: &[String]) -> String {
 }
 
 /// Turns the parsed command line into a plan.
-pub fn plan(cmd: crate::cli::ScenarioCmd) -> Result<(crate::cli::CommonArgs, ScenarioPlan), String> {
+pub fn plan(
+    cmd: crate::cli::ScenarioCmd,
+) -> Result<(crate::cli::CommonArgs, ScenarioPlan), String> {
     use crate::cli::ScenarioCmd;
     match cmd {
         ScenarioCmd::Smoke { common, blocks } => {
@@ -107,7 +113,9 @@ pub fn plan(cmd: crate::cli::ScenarioCmd) -> Result<(crate::cli::CommonArgs, Sce
 }
 
 fn mutant_label(c: &crate::cli::CommonArgs) -> Option<String> {
-    c.mutant
-        .clone()
-        .or_else(|| c.ext4_patch.as_ref().map(|p| format!("patch:{}", p.display())))
+    c.mutant.clone().or_else(|| {
+        c.ext4_patch
+            .as_ref()
+            .map(|p| format!("patch:{}", p.display()))
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e4race_protocol::{Command, Reply};
+use e4race_protocol::{Command, FileRecord, MigrateCall, Reply, RoundRecord};
 
 use crate::fsck;
 use crate::report::Finding;
@@ -12,7 +12,11 @@ use crate::vm::Vm;
 pub const DEVICE: &str = "/dev/vda";
 pub const MOUNT_POINT: &str = "/mnt";
 
-pub async fn drive(blocks: u64, mut vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
+pub async fn drive(
+    blocks: u64,
+    mut vm: Vm,
+    ctx: &mut RunContext,
+) -> Result<ScenarioOutcome, RunError> {
     let t = ctx.command_timeout;
     let p = ctx.progress.clone();
     let mut quiet = |_: &str| {};
@@ -37,7 +41,9 @@ pub async fn drive(blocks: u64, mut vm: Vm, ctx: &mut RunContext) -> Result<Scen
     )
     .await?;
     let run_id: u64 = rand_id();
-    p.step(&format!("writing {blocks} tagged blocks, fsync, drop caches, read back"));
+    p.step(&format!(
+        "writing {blocks} tagged blocks, fsync, drop caches, read back"
+    ));
     let reply = vm
         .request(
             Command::WritePattern {
@@ -50,7 +56,9 @@ pub async fn drive(blocks: u64, mut vm: Vm, ctx: &mut RunContext) -> Result<Scen
         )
         .await?;
     let Reply::Pattern(pat) = reply else {
-        return Err(RunError::Other(format!("unexpected reply to write-pattern: {reply:?}")));
+        return Err(RunError::Other(format!(
+            "unexpected reply to write-pattern: {reply:?}"
+        )));
     };
     vm.request(
         Command::Umount {
@@ -77,15 +85,38 @@ pub async fn drive(blocks: u64, mut vm: Vm, ctx: &mut RunContext) -> Result<Scen
             detail: serde_json::to_value(&pat).unwrap_or_default(),
         });
     }
+    // The same pattern, read from the final image by the host's own ext4 reader.
+    p.step("checking the pattern on the host");
+    let rounds = vec![RoundRecord {
+        round: 0,
+        files: vec![FileRecord {
+            file_id: 0,
+            path: "smoke".into(),
+            ino: 0,
+            prefilled: (0..blocks).collect(),
+            hole_lblks: vec![],
+            hole_t_ns: vec![],
+            synced: true,
+            migrate: MigrateCall::default(),
+            postconditions: vec![],
+        }],
+    }];
+    let content = crate::oracle_glue::content(&ctx.disk.image, run_id, rounds.clone()).await?;
     p.step("e2fsck -fn on the host");
     let fsck = fsck::run(&ctx.disk.image).await?;
-    findings.extend(fsck.findings());
+    findings.extend(crate::oracle_glue::findings(
+        Some(&content),
+        Some(&fsck),
+        &rounds,
+        "",
+    ));
     Ok(ScenarioOutcome {
         findings,
         evidence: serde_json::json!({
             "blocks_written": pat.blocks_written,
             "blocks_read_back_ok": pat.blocks_written - pat.mismatched.len() as u64,
-            "e2fsck": fsck.headline(),
+            "blocks_checked_on_host": content.blocks_checked,
+            "e2fsck": fsck::headline(&fsck),
         }),
     })
 }
@@ -103,6 +134,7 @@ pub fn rand_id() -> u64 {
 /// in an infra error if the crash does not happen), never in a reply.
 pub async fn crash(mut vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
     ctx.progress.step("crashing the kernel with sysrq c");
-    vm.request(Command::CrashKernel, ctx.command_timeout, &mut |_| {}).await?;
+    vm.request(Command::CrashKernel, ctx.command_timeout, &mut |_| {})
+        .await?;
     Err(RunError::Other("the kernel survived sysrq c".into()))
 }
