@@ -37,6 +37,9 @@ pub enum Cmd {
         #[command(subcommand)]
         scenario: ScenarioCmd,
     },
+    /// Measure detection: run each mutant and the stock kernel N times per scenario and kernel,
+    /// and print the table (runs, detected, false positives, median time).
+    Validate(crate::validate::ValidateArgs),
     /// Show the QEMU version, the accelerator that would be chosen and why, and the cached kernels.
     Doctor {
         #[arg(long, default_value = e4race_guest_image::DEFAULT_SERIES)]
@@ -102,8 +105,11 @@ pub struct CommonArgs {
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Keep disk.img even when the run passes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "discard_image")]
     pub keep_image: bool,
+    /// Delete disk.img even when something was found (batch runs; the report keeps the evidence).
+    #[arg(long)]
+    pub discard_image: bool,
     /// Seconds the guest may take to boot and report ready.
     #[arg(long, default_value_t = 90)]
     pub boot_timeout: u64,

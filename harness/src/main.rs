@@ -10,6 +10,7 @@ mod oracle_glue;
 mod report;
 mod run;
 mod scenarios;
+mod validate;
 mod vm;
 
 use clap::Parser;
@@ -37,6 +38,7 @@ fn main() {
         match cli.command {
             Cmd::Run { scenario } => run_scenario(scenario).await,
             Cmd::Doctor { kernel, reprobe } => doctor::doctor(&kernel, reprobe).await,
+            Cmd::Validate(args) => validate::validate(args).await,
         }
     });
     std::process::exit(code);

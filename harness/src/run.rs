@@ -196,7 +196,7 @@ fn finish_artifacts(common: &CommonArgs, dir: &Path, report: &Report) {
     );
     let _ = std::fs::write(dir.join("summary.txt"), report.summary());
     // The image is the main evidence of a finding; a passing run's image is only kept on request.
-    if report.verdict == Verdict::Pass && !common.keep_image {
+    if common.discard_image || (report.verdict == Verdict::Pass && !common.keep_image) {
         let _ = std::fs::remove_file(dir.join("disk.img"));
     }
 }

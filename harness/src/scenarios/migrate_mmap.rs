@@ -37,10 +37,10 @@ pub struct MigrateMmapArgs {
     #[arg(long, default_value_t = 1)]
     pub writers: u32,
     /// Rounds per boot, on fresh files each time.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     /// Stop starting rounds after this many seconds in the guest (0: no limit).
-    #[arg(long, default_value_t = 45)]
+    #[arg(long, default_value_t = 40)]
     pub duration: u32,
     /// Seed for every random choice (hole order, patterns); random when not given.
     #[arg(long)]

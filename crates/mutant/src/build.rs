@@ -1,0 +1,842 @@
+//! Building ext4.ko for a stock Debian kernel from its own source with a patch applied.
+//!
+//! Cache layout (`cache_dir`, by default `~/.cache/e4race/mutants`):
+//! ```text
+//! debs/                                   .deb files from `apt-get download`, reused
+//! source/linux-source-6.1_6.1.192-2/fs/ext4/        pristine fs/ext4 from the source tarball
+//! headers/6.1.0-56-amd64_6.1.192-2/usr/{src,lib}/   linux-headers-* and linux-kbuild-*, extracted
+//! stock/6.1.0-56-amd64_6.1.192-2/         stock ext4.ko(.xz) and its vermagic
+//! builds/6.1.0-56-amd64/<sha256 of patch, 16 hex>/
+//!     ext4.ko  patch.diff  patch.log  make.log  build-info.txt      (a finished build)
+//! builds/.../<key>.build/                 a build in progress, or the logs of a failed one
+//! ```
+//! Each extracted folder is made under a temporary name and renamed into place when complete,
+//! so an interrupted run leaves nothing that a later run would trust.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::cmd::{self, capture, io_err, mkdir, pipe, rmtree, run_logged, tail};
+use crate::def::is_series;
+
+/// What to build: ext4.ko for one stock kernel with one patch against `fs/ext4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// `uname -r` of the Debian kernel, e.g. "6.1.0-56-amd64" or "6.12.117+deb12-amd64".
+    pub kernel_release: String,
+    /// Its series, "6.1" or "6.12": picks the `linux-source-<series>` package.
+    pub series: String,
+    /// A unified diff against the source tree, applied with `patch -p1` at its top; it may only
+    /// touch files under `fs/ext4/`.
+    pub patch: PathBuf,
+    /// Where downloads, extracted trees and finished modules are kept.
+    pub cache_dir: PathBuf,
+    /// The stock ext4.ko (or .ko.xz) to compare vermagic with. `None`: the module is taken from
+    /// `linux-image-<kernel_release>`, downloaded into the cache.
+    pub stock_module: Option<PathBuf>,
+}
+
+impl BuildRequest {
+    pub fn new(
+        kernel_release: impl Into<String>,
+        series: impl Into<String>,
+        patch: impl Into<PathBuf>,
+        cache_dir: impl Into<PathBuf>,
+    ) -> Self {
+        BuildRequest {
+            kernel_release: kernel_release.into(),
+            series: series.into(),
+            patch: patch.into(),
+            cache_dir: cache_dir.into(),
+            stock_module: None,
+        }
+    }
+}
+
+/// Why a module could not be built. Each variant names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid build request: {0}")]
+    InvalidRequest(String),
+    #[error("cannot read the patch {}: {source}", path.display())]
+    PatchUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "building ext4.ko needs {tools}, which are not installed; \
+         install them with `apt-get install {packages}`"
+    )]
+    MissingTools { tools: String, packages: String },
+    #[error(
+        "apt does not know package {package}: {output}\nRun `apt-get update`; check the kernel \
+         release with `apt-cache search linux-image-` (bookworm and bookworm-security must be in \
+         the apt sources)"
+    )]
+    UnknownPackage { package: String, output: String },
+    #[error(
+        "package download failed: `apt-get download {spec}`: {output}\nCheck network access to \
+         the Debian mirrors and run `apt-get update`"
+    )]
+    Download { spec: String, output: String },
+    #[error("extracting {what} failed; log: {}\n{tail}", log.display())]
+    Extract {
+        what: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error(
+        "patch {} does not apply to fs/ext4 of {source_package}; `patch -p1 --dry-run` said:\n\
+         {output}\nRegenerate the patch against that tree (paths a/fs/ext4/..., applied with \
+         `patch -p1` at the top of the tree); only files under fs/ext4 exist there",
+        patch.display()
+    )]
+    PatchDoesNotApply {
+        patch: PathBuf,
+        source_package: String,
+        output: String,
+    },
+    #[error("build failed (`{command}`); full log: {}\nlast lines:\n{tail}", log.display())]
+    BuildFailed {
+        command: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error(
+        "vermagic mismatch: the built {} has {built:?} but the stock kernel's ext4 module has \
+         {stock:?}; the kernel would refuse it. The headers do not match the kernel release: \
+         delete {} and retry",
+        module.display(), headers.display()
+    )]
+    VermagicMismatch {
+        module: PathBuf,
+        built: String,
+        stock: String,
+        headers: PathBuf,
+    },
+    #[error("`{command}` failed: {output}")]
+    Tool { command: String, output: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `$E4RACE_CACHE/mutants`, else `$XDG_CACHE_HOME/e4race/mutants`, else
+/// `~/.cache/e4race/mutants` (the same root the guest images use).
+pub fn default_cache_dir() -> PathBuf {
+    let root = if let Some(p) = std::env::var_os("E4RACE_CACHE") {
+        PathBuf::from(p)
+    } else if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        PathBuf::from(p).join("e4race")
+    } else {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+        PathBuf::from(home).join(".cache/e4race")
+    };
+    root.join("mutants")
+}
+
+/// Where, relative to the cache folder, the module for this kernel and patch is kept:
+/// `builds/<release>/<first 16 hex digits of the patch's SHA-256>`. The Debian version is
+/// not part of the key: Debian bumps the ABI name in the release whenever modules stop being
+/// interchangeable, and a cache hit must not need a (slow, ~2 s) apt query.
+pub fn cache_key(kernel_release: &str, patch: &[u8]) -> PathBuf {
+    let digest = hex(&Sha256::digest(patch));
+    PathBuf::from("builds")
+        .join(kernel_release)
+        .join(&digest[..16])
+}
+
+/// A name suffix no other process or thread uses at the same time (for temporary folders).
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds (or takes from the cache) ext4.ko for `req` and returns its path. Progress messages
+/// go to `progress`; a build takes about a minute on 2 cores, a cache hit a fraction of a second.
+pub fn build_ext4_module(
+    req: &BuildRequest,
+    progress: &dyn Fn(&str),
+) -> Result<PathBuf, BuildError> {
+    validate(req)?;
+    let patch_bytes = std::fs::read(&req.patch).map_err(|source| BuildError::PatchUnreadable {
+        path: req.patch.clone(),
+        source,
+    })?;
+    let done = req
+        .cache_dir
+        .join(cache_key(&req.kernel_release, &patch_bytes));
+    let module = done.join("ext4.ko");
+    if module.is_file() {
+        progress(&format!(
+            "ext4.ko for {} (cached) {}",
+            req.kernel_release,
+            module.display()
+        ));
+        return Ok(module);
+    }
+    cmd::preflight()?;
+    // The kernel image's Debian version picks the matching source and headers.
+    let version = apt_version(&format!("linux-image-{}", req.kernel_release), None)?;
+    let started = Instant::now();
+    let debs = req.cache_dir.join("debs");
+    mkdir(&debs)?;
+
+    // 1. The pristine fs/ext4, then a patched copy in the build folder.
+    let (source_dir, source_package) = ensure_source(req, &version, &debs, progress)?;
+    let work = done.with_extension("build");
+    rmtree(&work)?;
+    let tree = work.join("src");
+    cmd::copy_tree(&source_dir, &tree.join("fs/ext4"))?;
+    std::fs::write(work.join("patch.diff"), &patch_bytes)
+        .map_err(|e| io_err("writing", &work.join("patch.diff"), e))?;
+    apply_patch(&tree, &work, &req.patch, &source_package)?;
+
+    // 2. Headers and kbuild of exactly this kernel.
+    let headers = ensure_headers(req, &version, &debs, progress)?;
+
+    // 3. kbuild's out-of-tree module build of the patched fs/ext4.
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let make_log = work.join("make.log");
+    let mut make = Command::new("make");
+    make.arg("-C")
+        .arg(&headers)
+        .arg(format!("M={}", tree.join("fs/ext4").display()))
+        .args(["CONFIG_EXT4_FS=m", "modules", &format!("-j{jobs}")]);
+    progress(&format!(
+        "building ext4.ko for {} (make -j{jobs}, about a minute on 2 cores)",
+        req.kernel_release
+    ));
+    let t = Instant::now();
+    let status = run_logged(&mut make, &make_log)?;
+    let built = tree.join("fs/ext4/ext4.ko");
+    if !status.success() || !built.is_file() {
+        return Err(BuildError::BuildFailed {
+            command: cmd::display(&make),
+            tail: tail(&make_log, 30),
+            log: make_log,
+        });
+    }
+    progress(&format!("compiled in {:.0} s", t.elapsed().as_secs_f64()));
+
+    // 4. Strip debug info (19 MB -> ~2 MB) and check that the stock kernel will accept it.
+    let stripped = work.join("ext4.ko");
+    let (st, out) = capture(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&built),
+    )?;
+    if !st.success() {
+        return Err(BuildError::Tool {
+            command: format!("strip --strip-debug {}", built.display()),
+            output: out,
+        });
+    }
+    let stock = match &req.stock_module {
+        Some(p) => module_vermagic(p)?,
+        None => stock_vermagic(req, &version, &debs, progress)?,
+    };
+    let ours = module_vermagic(&stripped)?;
+    if ours != stock {
+        return Err(BuildError::VermagicMismatch {
+            module: stripped,
+            built: ours,
+            stock,
+            headers: headers_root(req, &version),
+        });
+    }
+
+    // 5. Keep logs and the module, drop the object files, publish under the final name.
+    rmtree(&tree)?;
+    let info = format!(
+        "kernel_release = {}\ndebian_version = {version}\nsource = {source_package}\n\
+         patch = {}\npatch_sha256 = {}\nvermagic = {ours}\nbuild_seconds = {:.0}\n",
+        req.kernel_release,
+        req.patch.display(),
+        hex(&Sha256::digest(&patch_bytes)),
+        started.elapsed().as_secs_f64()
+    );
+    std::fs::write(work.join("build-info.txt"), info)
+        .map_err(|e| io_err("writing", &work.join("build-info.txt"), e))?;
+    publish(&work, &done)?;
+    progress(&format!(
+        "ext4.ko for {} built in {:.0} s: {}",
+        req.kernel_release,
+        started.elapsed().as_secs_f64(),
+        module.display()
+    ));
+    Ok(module)
+}
+
+fn validate(req: &BuildRequest) -> Result<(), BuildError> {
+    let r = &req.kernel_release;
+    if r.is_empty()
+        || !r
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-' | '_'))
+    {
+        return Err(BuildError::InvalidRequest(format!(
+            "kernel release {r:?} is not a Debian kernel release like \"6.1.0-56-amd64\""
+        )));
+    }
+    if !is_series(&req.series) {
+        return Err(BuildError::InvalidRequest(format!(
+            "series {:?} is not of the form MAJOR.MINOR (e.g. \"6.1\")",
+            req.series
+        )));
+    }
+    if !r.starts_with(&format!("{}.", req.series)) {
+        return Err(BuildError::InvalidRequest(format!(
+            "kernel release {r} does not belong to series {}",
+            req.series
+        )));
+    }
+    Ok(())
+}
+
+/// Renames a finished build folder to its final name; another process may have won the race.
+fn publish(work: &Path, done: &Path) -> Result<(), BuildError> {
+    if done.join("ext4.ko").is_file() {
+        return rmtree(work);
+    }
+    rmtree(done)?;
+    std::fs::rename(work, done).map_err(|e| io_err("renaming to", done, e))
+}
+
+/// The Debian version of `pkg`: with `want`, that version if apt has it (else an error);
+/// without, the candidate.
+fn apt_version(pkg: &str, want: Option<&str>) -> Result<String, BuildError> {
+    let spec = match want {
+        Some(v) => format!("{pkg}={v}"),
+        None => pkg.to_string(),
+    };
+    let (st, out) = capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec]))?;
+    let version = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: ").map(|v| v.trim().to_string()));
+    match version {
+        Some(v) if st.success() => Ok(v),
+        _ => Err(BuildError::UnknownPackage {
+            package: spec,
+            output: out.trim().to_string(),
+        }),
+    }
+}
+
+/// The `Depends:` of one package version, first alternative of each, names only.
+fn apt_depends(pkg: &str, version: &str) -> Result<Vec<String>, BuildError> {
+    let spec = format!("{pkg}={version}");
+    let (st, out) = capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec]))?;
+    if !st.success() {
+        return Err(BuildError::UnknownPackage {
+            package: spec,
+            output: out.trim().to_string(),
+        });
+    }
+    Ok(out
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|d| d.split('|').next())
+        .filter_map(|d| d.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
+}
+
+/// `apt-get download PKG=VERSION` into `debs`, reusing a file already there.
+fn download(
+    pkg: &str,
+    version: &str,
+    debs: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<PathBuf, BuildError> {
+    let prefix = format!("{pkg}_{}_", version.replace(':', "%3a"));
+    let existing = |dir: &Path| -> Option<PathBuf> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+            })
+    };
+    if let Some(p) = existing(debs) {
+        return Ok(p);
+    }
+    progress(&format!("downloading {pkg} {version}"));
+    // Download into a private folder first: apt-get leaves partial files on failure.
+    let tmp = debs.join(format!(".partial-{pkg}-{}", unique()));
+    rmtree(&tmp)?;
+    mkdir(&tmp)?;
+    let spec = format!("{pkg}={version}");
+    // APT's sandbox user (_apt) may not be able to write into the caller's cache.
+    let (st, out) = capture(Command::new("apt-get").current_dir(&tmp).args([
+        "-q",
+        "-o",
+        "APT::Sandbox::User=root",
+        "download",
+        &spec,
+    ]))?;
+    let got = existing(&tmp);
+    let result = match got {
+        Some(p) if st.success() => {
+            let dest = debs.join(p.file_name().unwrap_or_default());
+            std::fs::rename(&p, &dest)
+                .map_err(|e| io_err("moving to", &dest, e))
+                .map(|_| dest)
+        }
+        _ => Err(BuildError::Download {
+            spec,
+            output: out.trim().to_string(),
+        }),
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+/// Extracts `fs/ext4` of `linux-source-<series>` (the version of the kernel image if apt has
+/// it) into `cache/source/`; returns that folder and "linux-source-X VERSION".
+fn ensure_source(
+    req: &BuildRequest,
+    version: &str,
+    debs: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<(PathBuf, String), BuildError> {
+    let pkg = format!("linux-source-{}", req.series);
+    let src_version = match apt_version(&pkg, Some(version)) {
+        Ok(v) => v,
+        Err(_) => {
+            let v = apt_version(&pkg, None)?;
+            progress(&format!(
+                "warning: apt has no {pkg} {version} (the kernel's version); using {v}, whose \
+                 fs/ext4 may differ from the running kernel's"
+            ));
+            v
+        }
+    };
+    let name = format!("{pkg}_{src_version}");
+    let dir = req.cache_dir.join("source").join(&name);
+    let ext4 = dir.join("fs/ext4");
+    let label = format!("{pkg} {src_version}");
+    if dir.join(".complete").exists() {
+        return Ok((ext4, label));
+    }
+    let deb = download(&pkg, &src_version, debs, progress)?;
+    progress(&format!("extracting fs/ext4 from {label}"));
+    let tmp = dir.with_extension(format!("tmp-{}", unique()));
+    rmtree(&tmp)?;
+    mkdir(&tmp)?;
+    let log = tmp.join("extract.log");
+    let fail = |what: &str| BuildError::Extract {
+        what: format!("{what} from {}", deb.display()),
+        tail: tail(&log, 20),
+        log: log.clone(),
+    };
+    // The package holds one tarball, usr/src/linux-source-<series>.tar.xz.
+    let ok = pipe(
+        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&deb),
+        Command::new("tar")
+            .arg("-x")
+            .arg("-C")
+            .arg(&tmp)
+            .args(["--wildcards", "*/usr/src/linux-source-*.tar.xz"]),
+        &log,
+    )?;
+    let tarball = find_file(&tmp.join("usr/src"), ".tar.xz");
+    let Some(tarball) = tarball.filter(|_| ok) else {
+        return Err(fail("the source tarball"));
+    };
+    let unpack = tmp.join("unpack");
+    mkdir(&unpack)?;
+    let st = run_logged(
+        Command::new("tar")
+            .arg("-xJf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&unpack)
+            .args(["--wildcards", "*/fs/ext4/*"]),
+        &log,
+    )?;
+    // The tarball's single top folder is linux-source-<series>.
+    let top = std::fs::read_dir(&unpack).ok().and_then(|rd| {
+        rd.flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("fs/ext4").is_dir())
+    });
+    let Some(top) = top.filter(|_| st.success()) else {
+        return Err(fail("fs/ext4"));
+    };
+    mkdir(&tmp.join("fs"))?;
+    std::fs::rename(top.join("fs/ext4"), tmp.join("fs/ext4"))
+        .map_err(|e| io_err("moving", &tmp.join("fs/ext4"), e))?;
+    rmtree(&unpack)?;
+    rmtree(&tmp.join("usr"))?;
+    finish_dir(&tmp, &dir, &label)?;
+    Ok((ext4, label))
+}
+
+/// `patch -p1 --dry-run`, then for real, in `tree`; output goes to `work/patch.log`.
+fn apply_patch(
+    tree: &Path,
+    work: &Path,
+    patch: &Path,
+    source_package: &str,
+) -> Result<(), BuildError> {
+    let abs = std::path::absolute(patch).map_err(|e| io_err("resolving", patch, e))?;
+    let log = work.join("patch.log");
+    let run = |dry: bool| -> Result<(bool, String), BuildError> {
+        let mut c = Command::new("patch");
+        c.current_dir(tree)
+            .args(["-p1", "--batch", "--forward", "--no-backup-if-mismatch"]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let (st, out) = capture(c.arg("-i").arg(&abs))?;
+        let mut text = format!("$ {}\n{out}", cmd::display(&c));
+        text.push('\n');
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+        Ok((st.success(), out))
+    };
+    for dry in [true, false] {
+        let (ok, out) = run(dry)?;
+        if !ok {
+            return Err(BuildError::PatchDoesNotApply {
+                patch: patch.to_path_buf(),
+                source_package: source_package.to_string(),
+                output: out.trim().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn headers_root(req: &BuildRequest, version: &str) -> PathBuf {
+    req.cache_dir
+        .join("headers")
+        .join(format!("{}_{version}", req.kernel_release))
+}
+
+/// Extracts linux-headers-<release> and the packages it needs (linux-headers-*-common,
+/// linux-kbuild-*) into `cache/headers/`, and returns the folder to pass to `make -C`.
+fn ensure_headers(
+    req: &BuildRequest,
+    version: &str,
+    debs: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<PathBuf, BuildError> {
+    let root = headers_root(req, version);
+    let kdir = root
+        .join("usr/src")
+        .join(format!("linux-headers-{}", req.kernel_release));
+    if !root.join(".complete").exists() {
+        let main = format!("linux-headers-{}", req.kernel_release);
+        let mut pkgs = vec![main.clone()];
+        pkgs.extend(
+            apt_depends(&main, version)?
+                .into_iter()
+                .filter(|d| d.starts_with("linux-headers-") || d.starts_with("linux-kbuild-")),
+        );
+        let mut files = Vec::new();
+        for pkg in &pkgs {
+            // All of them come from the same source package and share its version.
+            let v = apt_version(pkg, Some(version)).or_else(|_| apt_version(pkg, None))?;
+            files.push(download(pkg, &v, debs, progress)?);
+        }
+        progress(&format!("extracting headers for {}", req.kernel_release));
+        let tmp = root.with_extension(format!("tmp-{}", unique()));
+        rmtree(&tmp)?;
+        mkdir(&tmp)?;
+        let log = tmp.join("extract.log");
+        for deb in &files {
+            let st = run_logged(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp), &log)?;
+            if !st.success() {
+                return Err(BuildError::Extract {
+                    what: deb.display().to_string(),
+                    tail: tail(&log, 20),
+                    log,
+                });
+            }
+        }
+        // Absolute symlinks point at /usr/src/... and /usr/lib/... of an installed system;
+        // point them inside the extracted tree instead. (Debian 12's use relative links.)
+        relink_absolute(&tmp.join("usr"), &root)?;
+        finish_dir(&tmp, &root, &pkgs.join(" "))?;
+    }
+    fix_makefile(&root, &kdir)?;
+    Ok(kdir)
+}
+
+/// The flavour's Makefile is one line, `include /usr/src/linux-headers-X-common/Makefile`:
+/// make it name the extracted copy. Redone before each build (from the pristine copy), so the
+/// cache survives being moved.
+fn fix_makefile(root: &Path, kdir: &Path) -> Result<(), BuildError> {
+    let makefile = kdir.join("Makefile");
+    let pristine = kdir.join("Makefile.debian");
+    if !pristine.exists() {
+        std::fs::copy(&makefile, &pristine).map_err(|e| io_err("copying", &makefile, e))?;
+    }
+    let text = std::fs::read_to_string(&pristine).map_err(|e| io_err("reading", &pristine, e))?;
+    let prefix = root.display().to_string();
+    let fixed: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("include /usr/") {
+            Some(rest) => format!("include {prefix}/usr/{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&makefile, fixed).map_err(|e| io_err("writing", &makefile, e))
+}
+
+fn relink_absolute(dir: &Path, root: &Path) -> Result<(), BuildError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| io_err("reading", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| io_err("reading", dir, e))?;
+        let path = entry.path();
+        let ty = entry.file_type().map_err(|e| io_err("reading", &path, e))?;
+        if ty.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| io_err("reading", &path, e))?;
+            if let Ok(rel) = target.strip_prefix("/") {
+                let _ = std::fs::remove_file(&path);
+                std::os::unix::fs::symlink(root.join(rel), &path)
+                    .map_err(|e| io_err("creating", &path, e))?;
+            }
+        } else if ty.is_dir() {
+            relink_absolute(&path, root)?;
+        }
+    }
+    Ok(())
+}
+
+/// The stock module's vermagic, from `linux-image-<release>` (cached in `cache/stock/`).
+fn stock_vermagic(
+    req: &BuildRequest,
+    version: &str,
+    debs: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<String, BuildError> {
+    let dir = req
+        .cache_dir
+        .join("stock")
+        .join(format!("{}_{version}", req.kernel_release));
+    let saved = dir.join("vermagic");
+    if dir.join(".complete").exists() {
+        if let Ok(v) = std::fs::read_to_string(&saved) {
+            return Ok(v.trim().to_string());
+        }
+    }
+    let pkg = format!("linux-image-{}", req.kernel_release);
+    let deb = download(&pkg, version, debs, progress)?;
+    progress(&format!("extracting the stock ext4 module from {pkg}"));
+    let tmp = dir.with_extension(format!("tmp-{}", unique()));
+    rmtree(&tmp)?;
+    mkdir(&tmp)?;
+    let log = tmp.join("extract.log");
+    // 6.1 ships kernel/fs/ext4/ext4.ko, 6.12 ext4.ko.xz; under lib/ or usr/lib/.
+    let pattern = format!("*/modules/{}/kernel/fs/ext4/ext4.ko*", req.kernel_release);
+    let ok = pipe(
+        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&deb),
+        Command::new("tar")
+            .arg("-x")
+            .arg("-C")
+            .arg(&tmp)
+            .args(["--wildcards", &pattern]),
+        &log,
+    )?;
+    let found = find_file(&tmp, "ext4.ko").or_else(|| find_file(&tmp, "ext4.ko.xz"));
+    let Some(found) = found.filter(|_| ok) else {
+        return Err(BuildError::Extract {
+            what: format!("fs/ext4/ext4.ko from {}", deb.display()),
+            tail: tail(&log, 20),
+            log,
+        });
+    };
+    let name = found.file_name().unwrap_or_default().to_owned();
+    let kept = tmp.join(&name);
+    std::fs::rename(&found, &kept).map_err(|e| io_err("moving", &kept, e))?;
+    for sub in ["lib", "usr"] {
+        rmtree(&tmp.join(sub))?;
+    }
+    let v = module_vermagic(&kept)?;
+    std::fs::write(tmp.join("vermagic"), format!("{v}\n"))
+        .map_err(|e| io_err("writing", &tmp.join("vermagic"), e))?;
+    finish_dir(&tmp, &dir, &pkg)?;
+    Ok(v)
+}
+
+/// `modinfo -F vermagic`, trimmed (e.g. "6.1.0-56-amd64 SMP preempt mod_unload modversions").
+/// Reads .ko and compressed .ko.xz alike.
+pub fn module_vermagic(module: &Path) -> Result<String, BuildError> {
+    let mut c = Command::new("modinfo");
+    c.args(["-F", "vermagic"]).arg(module);
+    let (st, out) = capture(&mut c)?;
+    let v = out.trim().to_string();
+    if !st.success() || v.is_empty() || v.contains('\n') {
+        return Err(BuildError::Tool {
+            command: cmd::display(&c),
+            output: if v.is_empty() {
+                "no vermagic".into()
+            } else {
+                v
+            },
+        });
+    }
+    Ok(v)
+}
+
+/// Marks `tmp` complete and renames it to `dir` (replacing a stale incomplete one).
+fn finish_dir(tmp: &Path, dir: &Path, what: &str) -> Result<(), BuildError> {
+    std::fs::write(tmp.join(".complete"), format!("{what}\n"))
+        .map_err(|e| io_err("writing", &tmp.join(".complete"), e))?;
+    if dir.join(".complete").exists() {
+        // Another process finished first.
+        return rmtree(tmp);
+    }
+    rmtree(dir)?;
+    std::fs::rename(tmp, dir).map_err(|e| io_err("renaming to", dir, e))
+}
+
+/// The first file below `dir` whose name ends with `suffix`.
+fn find_file(dir: &Path, suffix: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let ty = entry.file_type().ok()?;
+        if ty.is_dir() {
+            if let Some(f) = find_file(&p, suffix) {
+                return Some(f);
+            }
+        } else if p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(suffix))
+        {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The newest `linux-image-<series>.*-amd64` release apt knows (plain flavour, not -rt, -cloud,
+/// -dbg or -unsigned), e.g. "6.1.0-56-amd64" for "6.1".
+pub fn newest_kernel_release(series: &str) -> Result<String, BuildError> {
+    let prefix = format!("linux-image-{series}.");
+    let (st, out) = capture(Command::new("apt-cache").args(["pkgnames", &prefix]))?;
+    let best = out
+        .lines()
+        .filter(|_| st.success())
+        .filter_map(|n| n.trim().strip_prefix("linux-image-"))
+        .filter_map(|r| r.strip_suffix("-amd64").map(|b| (r, b)))
+        .filter(|(_, base)| !base.contains("cloud") && !base.contains("-rt"))
+        .max_by_key(|(_, base)| {
+            base.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|s| s.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .map(|(r, _)| r.to_string());
+    best.ok_or_else(|| BuildError::UnknownPackage {
+        package: format!("{prefix}*-amd64"),
+        output: "no such package in the apt lists".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_depends_on_release_and_patch() {
+        let a = cache_key("6.1.0-56-amd64", b"patch one");
+        assert_eq!(a, cache_key("6.1.0-56-amd64", b"patch one"));
+        assert!(a.starts_with("builds/6.1.0-56-amd64"));
+        let leaf = a.file_name().unwrap().to_str().unwrap();
+        assert_eq!(leaf.len(), 16);
+        assert!(leaf.bytes().all(|b| b.is_ascii_hexdigit()));
+        // SHA-256("abc") starts with ba7816bf8f01cfea.
+        assert_eq!(
+            cache_key("r", b"abc"),
+            Path::new("builds/r/ba7816bf8f01cfea")
+        );
+        assert_ne!(a, cache_key("6.1.0-56-amd64", b"patch two"));
+        assert_ne!(a, cache_key("6.1.0-55-amd64", b"patch one"));
+    }
+
+    #[test]
+    fn validate_rejects_bad_requests() {
+        let ok = BuildRequest::new("6.12.117+deb12-amd64", "6.12", "p", "/c");
+        assert!(validate(&ok).is_ok());
+        let ok = BuildRequest::new("6.1.0-56-amd64", "6.1", "p", "/c");
+        assert!(validate(&ok).is_ok());
+        for (r, s) in [
+            ("6.12.117+deb12-amd64", "6.1"),
+            ("6.1.0-56-amd64", "6.12"),
+            ("6.1.0-56-amd64; rm -rf /", "6.1"),
+            ("../6.1.0", "6.1"),
+            ("", "6.1"),
+            ("6.1.0-56-amd64", "6"),
+        ] {
+            let e = validate(&BuildRequest::new(r, s, "p", "/c")).unwrap_err();
+            assert!(matches!(e, BuildError::InvalidRequest(_)), "{r} {s}: {e}");
+        }
+    }
+
+    #[test]
+    fn makefile_include_is_pointed_into_the_cache() {
+        let root = tempfile::tempdir().unwrap();
+        let kdir = root.path().join("usr/src/linux-headers-6.1.0-56-amd64");
+        std::fs::create_dir_all(&kdir).unwrap();
+        std::fs::write(
+            kdir.join("Makefile"),
+            "include /usr/src/linux-headers-6.1.0-56-common/Makefile\n",
+        )
+        .unwrap();
+        for _ in 0..2 {
+            fix_makefile(root.path(), &kdir).unwrap();
+            let text = std::fs::read_to_string(kdir.join("Makefile")).unwrap();
+            assert_eq!(
+                text,
+                format!(
+                    "include {}/usr/src/linux-headers-6.1.0-56-common/Makefile\n",
+                    root.path().display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_symlinks_are_rewritten() {
+        let root = tempfile::tempdir().unwrap();
+        let usr = root.path().join("usr/src/h");
+        std::fs::create_dir_all(&usr).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/kbuild/scripts", usr.join("scripts")).unwrap();
+        std::os::unix::fs::symlink("../x", usr.join("rel")).unwrap();
+        relink_absolute(&root.path().join("usr"), root.path()).unwrap();
+        assert_eq!(
+            std::fs::read_link(usr.join("scripts")).unwrap(),
+            root.path().join("usr/lib/kbuild/scripts")
+        );
+        assert_eq!(
+            std::fs::read_link(usr.join("rel")).unwrap(),
+            Path::new("../x")
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Real builds against Debian's packages. The heavy ones are `#[ignore]`d: they download
+//! ~400 MB on a cold cache and compile ext4 (~1 min on 2 cores). Run them with
+//! `cargo test -p e4race-mutant -- --include-ignored`.
+//!
+//! Environment: `E4RACE_MUTANT_TEST_CACHE` (default: the user's cache, so downloads are shared
+//! with real runs), `E4RACE_TEST_KERNEL_6_1` / `E4RACE_TEST_KERNEL_6_12` (default: the newest
+//! release apt knows).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mutant::{
+    build_ext4_module, default_cache_dir, module_vermagic, newest_kernel_release, BuildError,
+    BuildRequest, Mutant,
+};
+
+fn mutants_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vm-images/mutants")
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("E4RACE_MUTANT_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_cache_dir)
+}
+
+fn release(series: &str) -> String {
+    let var = format!("E4RACE_TEST_KERNEL_{}", series.replace('.', "_"));
+    std::env::var(var)
+        .unwrap_or_else(|_| newest_kernel_release(series).expect("apt knows the series"))
+}
+
+fn log(s: &str) {
+    eprintln!("[mutant] {s}");
+}
+
+/// The stock module's vermagic, extracted here independently of the library's own check.
+fn stock_vermagic(cache: &Path, release: &str) -> String {
+    let debs = cache.join("debs");
+    let deb = std::fs::read_dir(&debs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(&format!("linux-image-{release}_")) && n.ends_with(".deb")
+        })
+        .expect("the build downloaded linux-image");
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards '*/kernel/fs/ext4/ext4.ko*'",
+        deb.display(),
+        dir.path().display()
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "modinfo -F vermagic $(find '{}' -name 'ext4.ko*')",
+                dir.path().display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Builds the mutant's patch for `series` for real (a unique first line in the patch header
+/// gives a fresh cache key, so the build is not skipped), checks the module, then checks that
+/// asking again hits the cache.
+fn build_mutant(series: &str) {
+    let m = Mutant::find(&mutants_root(), "migrate-flag-clear").unwrap();
+    assert_eq!(m.reverts, "ext4: Fix race between migration and mmap write");
+    let original = std::fs::read_to_string(m.patch_for(series).unwrap()).unwrap();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let tmp = tempfile::tempdir().unwrap();
+    let patch = tmp.path().join(format!("{series}.patch"));
+    std::fs::write(&patch, format!("test build {nanos}\n{original}")).unwrap();
+
+    let cache = cache();
+    let release = release(series);
+    let req = BuildRequest::new(&release, series, &patch, &cache);
+    let t = Instant::now();
+    let ko = build_ext4_module(&req, &log).unwrap();
+    eprintln!(
+        "built {} for {release} in {:.0} s",
+        ko.display(),
+        t.elapsed().as_secs_f64()
+    );
+    assert!(ko.is_file());
+    let bytes = std::fs::read(&ko).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    assert!(
+        bytes.len() < 8 << 20,
+        "debug info was not stripped ({} bytes)",
+        bytes.len()
+    );
+    let ours = module_vermagic(&ko).unwrap();
+    assert_eq!(ours, stock_vermagic(&cache, &release));
+    assert!(ours.starts_with(&format!("{release} ")), "{ours}");
+    let dir = ko.parent().unwrap().to_path_buf();
+    for f in ["make.log", "patch.log", "build-info.txt", "patch.diff"] {
+        assert!(dir.join(f).is_file(), "{f} kept");
+    }
+
+    let t = Instant::now();
+    let messages = std::cell::RefCell::new(Vec::new());
+    let again =
+        build_ext4_module(&req, &|s: &str| messages.borrow_mut().push(s.to_string())).unwrap();
+    assert_eq!(again, ko);
+    assert!(
+        t.elapsed().as_secs() < 5,
+        "cache hit took {:?}",
+        t.elapsed()
+    );
+    assert!(messages.borrow().iter().any(|s| s.contains("cached")));
+
+    // The unique test patch would never be asked for again.
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+#[ignore = "downloads Debian packages and compiles ext4 (~1 min)"]
+fn builds_migrate_flag_clear_for_6_1() {
+    build_mutant("6.1");
+}
+
+#[test]
+#[ignore = "downloads Debian packages and compiles ext4 (~1 min)"]
+fn builds_migrate_flag_clear_for_6_12() {
+    build_mutant("6.12");
+}
+
+#[test]
+#[ignore = "downloads linux-source-6.1 (~140 MB) on a cold cache"]
+fn patch_that_does_not_apply_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patch = tmp.path().join("stale.patch");
+    std::fs::write(
+        &patch,
+        "--- a/fs/ext4/inode.c\n+++ b/fs/ext4/inode.c\n@@ -1,3 +1,3 @@\n \
+         this line\n-is not\n+in ext4\n at all\n",
+    )
+    .unwrap();
+    let req = BuildRequest::new(release("6.1"), "6.1", &patch, cache());
+    let err = build_ext4_module(&req, &log).unwrap_err();
+    match &err {
+        BuildError::PatchDoesNotApply {
+            patch: p, output, ..
+        } => {
+            assert_eq!(p, &patch);
+            assert!(output.contains("FAILED"), "{output}");
+        }
+        other => panic!("expected PatchDoesNotApply, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&patch.display().to_string()), "{msg}");
+    assert!(msg.contains("does not apply"), "{msg}");
+}
+
+#[test]
+fn unreadable_patch_and_bad_request_fail_before_any_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.patch");
+    let req = BuildRequest::new("6.1.0-56-amd64", "6.1", &missing, tmp.path());
+    let err = build_ext4_module(&req, &log).unwrap_err();
+    assert!(matches!(err, BuildError::PatchUnreadable { .. }), "{err}");
+    assert!(err.to_string().contains("missing.patch"));
+
+    let req = BuildRequest::new("6.12.117+deb12-amd64", "6.1", &missing, tmp.path());
+    let err = build_ext4_module(&req, &log).unwrap_err();
+    assert!(matches!(err, BuildError::InvalidRequest(_)), "{err}");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing cached"
+    );
+}
+
+#[test]
+fn the_shipped_mutants_load() {
+    let all = mutant::list(&mutants_root()).unwrap();
+    let m = all
+        .iter()
+        .find(|m| m.name == "migrate-flag-clear")
+        .expect("migrate-flag-clear is shipped");
+    assert_eq!(m.kernels, ["6.1", "6.12"]);
+    assert_eq!(m.scenario, "migrate-mmap");
+    for series in &m.kernels {
+        let text = std::fs::read_to_string(m.patch_for(series).unwrap()).unwrap();
+        assert!(text.contains("--- a/fs/ext4/inode.c"), "{series}");
+        assert!(
+            text.contains("-\t\t\text4_clear_inode_state(inode, EXT4_STATE_EXT_MIGRATE);"),
+            "{series}: the patch removes the clearing"
+        );
+    }
+}
