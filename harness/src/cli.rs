@@ -37,6 +37,26 @@ pub enum Cmd {
         #[command(subcommand)]
         scenario: ScenarioCmd,
     },
+    /// Read a run's write log (recorded by blkrec): show, stats, export to dm-log-writes.
+    #[command(subcommand)]
+    Log(crate::logcmd::LogCmd),
+    /// Rebuild the test disk as it was at any point of a write log (recorded with data).
+    Replay {
+        /// writes.log, or the run directory.
+        log: PathBuf,
+        /// Where to stop: end, seq:N, mark:NAME (e.g. mark:round-0-done), flush:N, entries:N.
+        #[arg(long, default_value = "end")]
+        to: String,
+        /// The image to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Start from a copy of this image instead of a zeroed one.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Size in bytes of the zeroed start image (default: the run's disk.img size).
+        #[arg(long)]
+        size: Option<u64>,
+    },
     /// Measure detection: run each mutant and the stock kernel N times per scenario and kernel,
     /// and print the table (runs, detected, false positives, median time).
     Validate(crate::validate::ValidateArgs),
@@ -90,7 +110,7 @@ pub struct CommonArgs {
     #[arg(long, value_enum, env = "E4RACE_ACCEL")]
     pub accel: Option<Accel>,
     /// Who serves the test disk.
-    #[arg(long, value_enum, default_value = "qemu")]
+    #[arg(long, value_enum, default_value = "blkrec")]
     pub disk_backend: DiskBackend,
     /// Load ext4 rebuilt with this mutant (a folder name under vm-images/mutants).
     #[arg(long, conflicts_with = "ext4_patch")]

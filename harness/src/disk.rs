@@ -1,7 +1,13 @@
-//! The test disk: a raw image in the run directory, served to the guest either by QEMU's own
-//! virtio-blk or by our recording vhost-user-blk backend (blkrec).
+//! The test disk: a raw image in the run directory, served to the guest either by our
+//! recording vhost-user-blk backend (blkrec, the default: every write lands in `writes.log`) or
+//! by QEMU's own virtio-blk (for comparison).
+//!
+//! blkrec runs in-process, on a thread of its own: it serves exactly one frontend connection
+//! and returns when QEMU disconnects, with the log synced.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::run::{Progress, RunError};
 use crate::vm::DiskAttachment;
@@ -24,13 +30,21 @@ impl DiskBackend {
     }
 }
 
+struct Recorder {
+    socket: PathBuf,
+    log: Arc<writelog::LogWriter>,
+    thread: std::thread::JoinHandle<Result<blkrec::RunSummary, blkrec::Error>>,
+}
+
 pub struct TestDisk {
     pub image: PathBuf,
     pub backend: DiskBackend,
+    /// `writes.log`, when blkrec serves the disk.
     pub log: Option<PathBuf>,
     log_data: bool,
+    num_queues: u16,
     dir: PathBuf,
-    server: Option<tokio::process::Child>,
+    recorder: Option<Recorder>,
 }
 
 impl TestDisk {
@@ -40,6 +54,7 @@ impl TestDisk {
         mib: u64,
         backend: DiskBackend,
         log_data: bool,
+        num_queues: u16,
     ) -> Result<Self, RunError> {
         let image = dir.join("disk.img");
         let f = std::fs::File::create(&image).map_err(|e| full_or(e, &image))?;
@@ -49,8 +64,9 @@ impl TestDisk {
             backend,
             log: None,
             log_data,
+            num_queues: num_queues.max(1),
             dir: dir.to_path_buf(),
-            server: None,
+            recorder: None,
         })
     }
 
@@ -61,20 +77,82 @@ impl TestDisk {
                 image: self.image.clone(),
             }),
             DiskBackend::Blkrec => {
-                let _ = (progress, self.log_data, &self.dir, &mut self.server);
-                Err(RunError::Other(
-                    "the blkrec backend is not wired in yet; use --disk-backend qemu".into(),
-                ))
+                let socket = self.dir.join("blkrec.sock");
+                let log = self.dir.join("writes.log");
+                let mut cfg = blkrec::Config::new(&self.image, &socket, &log);
+                cfg.log_data = self.log_data;
+                // Durable: the log reaches the disk before a guest FLUSH completes, so a
+                // crashed run's log still covers everything the guest saw acknowledged.
+                cfg.durable = true;
+                cfg.num_queues = self.num_queues;
+                let server = blkrec::Server::bind(&cfg)
+                    .map_err(|e| RunError::Other(format!("starting blkrec: {e}")))?;
+                let log_writer = server.log().clone();
+                let thread = std::thread::Builder::new()
+                    .name("blkrec".into())
+                    .spawn(move || server.serve())
+                    .map_err(|e| RunError::Other(format!("starting the blkrec thread: {e}")))?;
+                progress.step(&format!(
+                    "blkrec serving {} on {} ({} queues, log {}{})",
+                    self.image.display(),
+                    socket.display(),
+                    self.num_queues,
+                    log.display(),
+                    if self.log_data {
+                        ", with data"
+                    } else {
+                        ", hashes only"
+                    }
+                ));
+                self.log = Some(log);
+                self.recorder = Some(Recorder {
+                    socket: socket.clone(),
+                    log: log_writer,
+                    thread,
+                });
+                Ok(DiskAttachment::VhostUser {
+                    socket,
+                    num_queues: self.num_queues,
+                })
             }
+        }
+    }
+
+    /// Inserts a named mark into the write log, ordered with the writes.
+    pub fn mark(&self, name: &str) {
+        if let Some(r) = &self.recorder {
+            let _ = r.log.mark(name);
         }
     }
 
     /// Stops the backend after the guest is gone, so the write log is complete.
     pub async fn stop(&mut self) -> Result<(), RunError> {
-        if let Some(mut s) = self.server.take() {
-            let _ = s.wait().await;
+        let Some(r) = self.recorder.take() else {
+            return Ok(());
+        };
+        let socket = r.socket.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            // serve() returns when QEMU disconnects. If QEMU never connected (it failed first),
+            // a connection of our own that closes at once releases it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while !r.thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !r.thread.is_finished() {
+                let _ = std::os::unix::net::UnixStream::connect(&socket);
+            }
+            let _ = r.log.sync();
+            r.thread.join()
+        })
+        .await
+        .map_err(|e| RunError::Other(format!("blkrec stop task: {e}")))?;
+        match joined {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RunError::Other(format!("blkrec failed: {e}"))),
+            Err(_) => Err(RunError::Other(
+                "blkrec panicked; see the console and writes.log".into(),
+            )),
         }
-        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod console;
 mod disk;
 mod fsck;
+mod logcmd;
 mod mutants;
 mod oracle_glue;
 mod report;
@@ -39,6 +40,14 @@ fn main() {
             Cmd::Run { scenario } => run_scenario(scenario).await,
             Cmd::Doctor { kernel, reprobe } => doctor::doctor(&kernel, reprobe).await,
             Cmd::Validate(args) => validate::validate(args).await,
+            Cmd::Log(cmd) => logcmd::log(cmd),
+            Cmd::Replay {
+                log,
+                to,
+                out,
+                base,
+                size,
+            } => logcmd::replay(log, &to, out, base, size),
         }
     });
     std::process::exit(code);

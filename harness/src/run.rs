@@ -246,7 +246,13 @@ async fn execute_inner(
     report.accel_reason = reason.clone();
     progress.step(&format!("accelerator {}: {reason}", report.accel));
 
-    let mut disk = TestDisk::create(dir, plan.disk_mib, common.disk_backend, plan.log_data)?;
+    let mut disk = TestDisk::create(
+        dir,
+        plan.disk_mib,
+        common.disk_backend,
+        plan.log_data,
+        common.cpus as u16,
+    )?;
     let attachment = disk.start(progress).await?;
     let cfg = VmConfig {
         qemu,

@@ -92,13 +92,14 @@ pub enum BuildError {
     #[error(
         "patch {} does not apply to fs/ext4 of {source_package}; `patch -p1 --dry-run` said:\n\
          {output}\nRegenerate the patch against that tree (paths a/fs/ext4/..., applied with \
-         `patch -p1` at the top of the tree); only files under fs/ext4 exist there",
-        patch.display()
+         `patch -p1` at the top of the tree); only files under fs/ext4 exist there. Log: {}",
+        patch.display(), log.display()
     )]
     PatchDoesNotApply {
         patch: PathBuf,
         source_package: String,
         output: String,
+        log: PathBuf,
     },
     #[error("build failed (`{command}`); full log: {}\nlast lines:\n{tail}", log.display())]
     BuildFailed {
@@ -214,7 +215,12 @@ pub fn build_ext4_module(
     make.arg("-C")
         .arg(&headers)
         .arg(format!("M={}", tree.join("fs/ext4").display()))
-        .args(["CONFIG_EXT4_FS=m", "modules", &format!("-j{jobs}")]);
+        .args(["CONFIG_EXT4_FS=m", "modules", &format!("-j{jobs}")])
+        // These would redirect kbuild (another architecture, compiler prefix or output tree).
+        .env_remove("ARCH")
+        .env_remove("CROSS_COMPILE")
+        .env_remove("KBUILD_OUTPUT")
+        .env_remove("O");
     progress(&format!(
         "building ext4.ko for {} (make -j{jobs}, about a minute on 2 cores)",
         req.kernel_release
@@ -225,7 +231,7 @@ pub fn build_ext4_module(
     if !status.success() || !built.is_file() {
         return Err(BuildError::BuildFailed {
             command: cmd::display(&make),
-            tail: tail(&make_log, 30),
+            tail: make_errors(&make_log),
             log: make_log,
         });
     }
@@ -280,6 +286,26 @@ pub fn build_ext4_module(
         module.display()
     ));
     Ok(module)
+}
+
+/// The end of make's log without kbuild's progress lines ("  CC [M]  ..."), so the compiler's
+/// messages show.
+fn make_errors(log: &Path) -> String {
+    let text = tail(log, 400);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !(l.starts_with("  ")
+                && t.split_whitespace().next().is_some_and(|w| {
+                    w.len() > 1
+                        && w.bytes().any(|b| b.is_ascii_uppercase())
+                        && w.bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                }))
+        })
+        .collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn validate(req: &BuildRequest) -> Result<(), BuildError> {
@@ -525,6 +551,7 @@ fn apply_patch(
                 patch: patch.to_path_buf(),
                 source_package: source_package.to_string(),
                 output: out.trim().to_string(),
+                log: log.clone(),
             });
         }
     }
@@ -762,6 +789,21 @@ pub fn newest_kernel_release(series: &str) -> Result<String, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn make_errors_skips_progress_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("make.log");
+        std::fs::write(
+            &log,
+            "  CC [M]  a.o\n  MODPOST x\na.c:1:2: error: boom\n  684 | #error boom\n  LD [M]  b.o\n",
+        )
+        .unwrap();
+        assert_eq!(
+            make_errors(&log),
+            "a.c:1:2: error: boom\n  684 | #error boom"
+        );
+    }
 
     #[test]
     fn cache_key_depends_on_release_and_patch() {

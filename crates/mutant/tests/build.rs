@@ -164,6 +164,11 @@ fn patch_that_does_not_apply_names_the_file() {
         other => panic!("expected PatchDoesNotApply, got {other}"),
     }
     let msg = err.to_string();
+    eprintln!("{msg}");
+    if let BuildError::PatchDoesNotApply { log, .. } = &err {
+        assert!(log.is_file());
+        std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+    }
     assert!(msg.contains(&patch.display().to_string()), "{msg}");
     assert!(msg.contains("does not apply"), "{msg}");
 }
@@ -204,4 +209,76 @@ fn the_shipped_mutants_load() {
             "{series}: the patch removes the clearing"
         );
     }
+}
+
+/// The mutant's 6.1 patch with a unique header line and, if `break_build`, an `#error` that
+/// keeps the hunk's line counts (the comment that follows it still closes).
+fn variant_of_6_1_patch(dir: &Path, break_build: bool) -> PathBuf {
+    let m = Mutant::find(&mutants_root(), "migrate-flag-clear").unwrap();
+    let mut text = std::fs::read_to_string(m.patch_for("6.1").unwrap()).unwrap();
+    if break_build {
+        assert!(text.contains("+\t\t/*\n"));
+        text = text.replacen(
+            "+\t\t/*\n",
+            "+#error deliberate e4race test failure /*\n",
+            1,
+        );
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let patch = dir.join("variant.patch");
+    std::fs::write(&patch, format!("test variant {nanos}\n{text}")).unwrap();
+    patch
+}
+
+#[test]
+#[ignore = "compiles part of ext4 (~20 s)"]
+fn compile_error_gives_build_failed_with_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patch = variant_of_6_1_patch(tmp.path(), true);
+    let req = BuildRequest::new(release("6.1"), "6.1", &patch, cache());
+    let err = build_ext4_module(&req, &log).unwrap_err();
+    eprintln!("{err}");
+    let BuildError::BuildFailed { log, tail, .. } = &err else {
+        panic!("expected BuildFailed, got {err}");
+    };
+    assert!(tail.contains("deliberate e4race test failure"), "{tail}");
+    assert!(log.is_file());
+    assert!(err.to_string().contains(&log.display().to_string()));
+    std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+}
+
+#[test]
+#[ignore = "compiles ext4 for 6.1 (~1 min), and for 6.12 on a cold cache"]
+fn vermagic_mismatch_is_refused() {
+    // A 6.12 module plays the part of the "stock" module of a 6.1 kernel.
+    let m = Mutant::find(&mutants_root(), "migrate-flag-clear").unwrap();
+    let other = BuildRequest::new(
+        release("6.12"),
+        "6.12",
+        m.patch_for("6.12").unwrap(),
+        cache(),
+    );
+    let other_ko = build_ext4_module(&other, &log).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let patch = variant_of_6_1_patch(tmp.path(), false);
+    let mut req = BuildRequest::new(release("6.1"), "6.1", &patch, cache());
+    req.stock_module = Some(other_ko);
+    let err = build_ext4_module(&req, &log).unwrap_err();
+    eprintln!("{err}");
+    let BuildError::VermagicMismatch {
+        module,
+        built,
+        stock,
+        ..
+    } = &err
+    else {
+        panic!("expected VermagicMismatch, got {err}");
+    };
+    assert!(built.starts_with(&release("6.1")));
+    assert!(stock.starts_with(&release("6.12")));
+    std::fs::remove_dir_all(module.parent().unwrap()).unwrap();
 }

@@ -162,11 +162,21 @@ pub async fn drive(
         params.seed
     ));
     let p2 = p.clone();
+    ctx.disk.mark("workload-start");
+    let disk = &ctx.disk;
     let reply = vm
         .request(Command::MigrateMmap(params.clone()), t, &mut |line| {
+            // Round boundaries as marks in the write log, ordered with the writes.
+            if let Some(round) = line
+                .strip_prefix("round ")
+                .and_then(|r| r.split(':').next())
+            {
+                disk.mark(&format!("round-{round}-done"));
+            }
             p2.step(&format!("guest: {line}"))
         })
         .await?;
+    ctx.disk.mark("workload-done");
     let Reply::MigrateMmap(result) = reply else {
         return Err(RunError::Other(format!(
             "unexpected reply to migrate-mmap: {reply:?}"

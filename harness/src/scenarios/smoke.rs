@@ -40,6 +40,7 @@ pub async fn drive(
         &mut quiet,
     )
     .await?;
+    ctx.disk.mark("mounted");
     let run_id: u64 = rand_id();
     p.step(&format!(
         "writing {blocks} tagged blocks, fsync, drop caches, read back"
@@ -55,6 +56,7 @@ pub async fn drive(
             &mut quiet,
         )
         .await?;
+    ctx.disk.mark("pattern-synced");
     let Reply::Pattern(pat) = reply else {
         return Err(RunError::Other(format!(
             "unexpected reply to write-pattern: {reply:?}"
@@ -116,6 +118,7 @@ pub async fn drive(
             "blocks_written": pat.blocks_written,
             "blocks_read_back_ok": pat.blocks_written - pat.mismatched.len() as u64,
             "blocks_checked_on_host": content.blocks_checked,
+            "run_id": run_id,
             "e2fsck": fsck::headline(&fsck),
         }),
     })

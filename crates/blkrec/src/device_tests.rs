@@ -1,0 +1,653 @@
+//! Unit tests: the device driven through virtio-queue's MockSplitQueue.
+
+use super::*;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor as SplitDesc, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use writelog::{Kind, LogOptions, LogReader, Record};
+
+const QSIZE: u16 = 256;
+const MEM_SIZE: usize = 16 << 20;
+const IMG_SECTORS: u64 = 2048; // 1 MiB
+const HDR: u64 = 0x10_0000;
+const DATA: u64 = 0x20_0000;
+const STATUS: u64 = 0x30_0000;
+const INDIRECT: u64 = 0x38_0000;
+const W: u16 = VRING_DESC_F_WRITE as u16;
+
+fn raw(addr: u64, len: u32, flags: u16) -> RawDescriptor {
+    RawDescriptor::from(SplitDesc::new(addr, len, flags, 0))
+}
+
+struct H {
+    dir: tempfile::TempDir,
+    /// The same mappings as the device's memory, leaked so the mock queue can borrow them.
+    gm: &'static GuestMem,
+    /// One mock driver for the whole test: `MockSplitQueue::new` resets the rings.
+    vq: MockSplitQueue<'static, GuestMem>,
+    dev: Arc<BlkDevice>,
+    vring: Vring,
+    submitted: u16,
+}
+
+fn harness_with(opts: DeviceOptions, log_data: bool) -> H {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    // A recognisable initial image: byte = sector number.
+    let init: Vec<u8> = (0..IMG_SECTORS * 512).map(|i| (i / 512) as u8).collect();
+    std::fs::write(&img, init).unwrap();
+    let log = Arc::new(
+        LogWriter::create(
+            dir.path().join("w.log"),
+            LogOptions {
+                log_data,
+                sector_size: 512,
+            },
+        )
+        .unwrap(),
+    );
+    let dev = Arc::new(BlkDevice::open(&img, opts, log).unwrap());
+    let mmap = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+    let gm: &'static GuestMem = Box::leak(Box::new(mmap.clone()));
+    let mem = GuestMemoryAtomic::new(mmap);
+    dev.update_memory(mem.clone()).unwrap();
+    dev.acked_features(dev.features());
+    let vring = Vring::new(mem.clone(), QSIZE).unwrap();
+    let vq = MockSplitQueue::new(gm, QSIZE);
+    vring.set_queue_size(QSIZE);
+    vring
+        .set_queue_info(vq.desc_table_addr().0, vq.avail_addr().0, vq.used_addr().0)
+        .unwrap();
+    vring.set_queue_ready(true);
+    vring.set_enabled(true);
+    H {
+        dir,
+        gm,
+        vq,
+        dev,
+        vring,
+        submitted: 0,
+    }
+}
+
+fn harness() -> H {
+    harness_with(DeviceOptions::default(), true)
+}
+
+impl H {
+    fn m(&self) -> &'static GuestMem {
+        self.gm
+    }
+
+    fn hdr(&self, req_type: u32, sector: u64) {
+        let m = self.m();
+        m.write_obj(req_type.to_le(), GuestAddress(HDR)).unwrap();
+        m.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
+        m.write_obj(sector.to_le(), GuestAddress(HDR + 8)).unwrap();
+    }
+
+    /// Posts one chain (NEXT links filled in), runs the device, returns (used len, status).
+    fn submit(&mut self, descs: &[RawDescriptor]) -> (u32, u8) {
+        let m = self.m();
+        m.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        let chained: Vec<RawDescriptor> = descs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let d = SplitDesc::from(*d);
+                let last = i == descs.len() - 1;
+                let fl = if last {
+                    d.flags()
+                } else {
+                    d.flags() | VRING_DESC_F_NEXT as u16
+                };
+                RawDescriptor::from(SplitDesc::new(d.addr().0, d.len(), fl, i as u16 + 1))
+            })
+            .collect();
+        self.vq.add_desc_chains(&chained, 0).unwrap();
+        self.run_and_reap()
+    }
+
+    fn run_and_reap(&mut self) -> (u32, u8) {
+        let m = self.gm;
+        self.dev
+            .handle_event(0, EventSet::IN, std::slice::from_ref(&self.vring), 0)
+            .unwrap();
+        self.submitted += 1;
+        assert_eq!(
+            self.vq.used().idx().load(),
+            self.submitted,
+            "request completed"
+        );
+        let elem = self
+            .vq
+            .used()
+            .ring()
+            .ref_at(usize::from((self.submitted - 1) % QSIZE))
+            .unwrap()
+            .load();
+        assert_eq!(elem.id(), 0, "head index");
+        (elem.len(), m.read_obj::<u8>(GuestAddress(STATUS)).unwrap())
+    }
+
+    fn fill(&self, addr: u64, data: &[u8]) {
+        self.m().write_slice(data, GuestAddress(addr)).unwrap();
+    }
+
+    fn read_guest(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.m().read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
+
+    fn image(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("disk.img")).unwrap()
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.dev.log().flush().unwrap();
+        LogReader::open(self.dir.path().join("w.log"))
+            .unwrap()
+            .read_all()
+            .unwrap()
+    }
+
+    fn write(&mut self, sector: u64, data: &[u8]) -> (u32, u8) {
+        self.hdr(VIRTIO_BLK_T_OUT, sector);
+        self.fill(DATA, data);
+        self.submit(&[
+            raw(HDR, 16, 0),
+            raw(DATA, data.len() as u32, 0),
+            raw(STATUS, 1, W),
+        ])
+    }
+
+    fn dwz(&mut self, req_type: u32, segs: &[(u64, u32, u32)]) -> (u32, u8) {
+        self.hdr(req_type, 0);
+        let mut payload = Vec::new();
+        for (s, n, f) in segs {
+            payload.extend_from_slice(&s.to_le_bytes());
+            payload.extend_from_slice(&n.to_le_bytes());
+            payload.extend_from_slice(&f.to_le_bytes());
+        }
+        self.fill(DATA, &payload);
+        self.submit(&[
+            raw(HDR, 16, 0),
+            raw(DATA, payload.len() as u32, 0),
+            raw(STATUS, 1, W),
+        ])
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+const OK: u8 = VIRTIO_BLK_S_OK as u8;
+const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+const UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
+use crate::virtio::{
+    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD,
+    VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_T_WRITE_ZEROES,
+};
+
+#[test]
+fn valid_out_in_flush_get_id() {
+    let mut h = harness();
+    let data = pattern(7, 8192 + 512);
+    assert_eq!(h.write(8, &data), (1, OK));
+    let img = h.image();
+    assert!(img[8 * 512..8 * 512 + data.len()] == data[..]);
+    assert_eq!(img[7 * 512], 7, "neighbour untouched");
+
+    // IN reads it back; used len = data + status.
+    h.hdr(VIRTIO_BLK_T_IN, 8);
+    h.fill(DATA, &vec![0u8; data.len()]);
+    let r = h.submit(&[
+        raw(HDR, 16, 0),
+        raw(DATA, data.len() as u32, W),
+        raw(STATUS, 1, W),
+    ]);
+    assert_eq!(r, (data.len() as u32 + 1, OK));
+    assert_eq!(h.read_guest(DATA, data.len()), data);
+
+    h.hdr(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(STATUS, 1, W)]), (1, OK));
+
+    h.hdr(VIRTIO_BLK_T_GET_ID, 0);
+    h.fill(DATA, &[0xaa; 20]);
+    let r = h.submit(&[raw(HDR, 16, 0), raw(DATA, 20, W), raw(STATUS, 1, W)]);
+    assert_eq!(r, (21, OK));
+    let mut want = b"blkrec".to_vec();
+    want.resize(20, 0);
+    assert_eq!(h.read_guest(DATA, 20), want);
+
+    let recs = h.records();
+    assert_eq!(recs.len(), 2, "reads and GET_ID are not logged");
+    let w = &recs[0];
+    assert_eq!(
+        (w.seq, w.kind, w.queue, w.sector, w.len),
+        (0, Kind::Write, 0, 8, 8704)
+    );
+    assert_eq!(w.flags, 0, "writeback mode: no FUA");
+    assert_eq!(w.block_hashes, writelog::block_hashes(&data));
+    assert_eq!(w.data.as_deref(), Some(&data[..]));
+    assert_eq!((recs[1].seq, recs[1].kind), (1, Kind::Flush));
+}
+
+#[test]
+fn framing_does_not_matter() {
+    let mut h = harness();
+    // Header and data in one descriptor, data split over two more.
+    let data = pattern(3, 2048);
+    h.hdr(VIRTIO_BLK_T_OUT, 100);
+    h.fill(HDR + 16, &data[..512]);
+    h.fill(DATA, &data[512..]);
+    let r = h.submit(&[
+        raw(HDR, 16 + 512, 0),
+        raw(DATA, 1000, 0),
+        raw(DATA + 1000, 536, 0),
+        raw(STATUS, 1, W),
+    ]);
+    assert_eq!(r, (1, OK));
+    assert!(h.image()[100 * 512..100 * 512 + 2048] == data[..]);
+
+    // IN whose status byte is the last byte of the data descriptor.
+    h.hdr(VIRTIO_BLK_T_IN, 100);
+    let m = h.m();
+    let descs = [
+        RawDescriptor::from(SplitDesc::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1)),
+        RawDescriptor::from(SplitDesc::new(STATUS - 2048, 2049, W, 0)),
+    ];
+    h.vq.add_desc_chains(&descs, 0).unwrap();
+    assert_eq!(h.run_and_reap(), (2049, OK));
+    assert_eq!(h.read_guest(STATUS - 2048, 2048), data);
+
+    // An indirect table (VIRTIO_RING_F_INDIRECT_DESC).
+    let data2 = pattern(9, 1024);
+    h.hdr(VIRTIO_BLK_T_OUT, 200);
+    h.fill(DATA, &data2);
+    let table = [
+        RawDescriptor::from(SplitDesc::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1)),
+        RawDescriptor::from(SplitDesc::new(DATA, 1024, VRING_DESC_F_NEXT as u16, 2)),
+        RawDescriptor::from(SplitDesc::new(STATUS, 1, W, 0)),
+    ];
+    for (i, d) in table.iter().enumerate() {
+        m.write_obj(*d, GuestAddress(INDIRECT + 16 * i as u64))
+            .unwrap();
+    }
+    h.vq.add_desc_chains(&[raw(INDIRECT, 48, VRING_DESC_F_INDIRECT as u16)], 0)
+        .unwrap();
+    assert_eq!(h.run_and_reap(), (1, OK));
+    assert!(h.image()[200 * 512..200 * 512 + 1024] == data2[..]);
+    assert_eq!(h.records().len(), 2);
+}
+
+#[test]
+fn discard_and_write_zeroes() {
+    let mut h = harness();
+    assert_eq!(h.dwz(VIRTIO_BLK_T_DISCARD, &[(16, 8, 0)]), (1, OK));
+    assert_eq!(h.dwz(VIRTIO_BLK_T_WRITE_ZEROES, &[(40, 9, 0)]), (1, OK));
+    assert_eq!(h.dwz(VIRTIO_BLK_T_WRITE_ZEROES, &[(64, 16, 1)]), (1, OK));
+    let img = h.image();
+    assert!(img[16 * 512..24 * 512].iter().all(|b| *b == 0));
+    assert_eq!(img[24 * 512], 24);
+    assert_eq!(img[15 * 512], 15);
+    assert!(img[40 * 512..49 * 512].iter().all(|b| *b == 0));
+    assert_eq!(img[49 * 512], 49);
+    assert!(img[64 * 512..80 * 512].iter().all(|b| *b == 0));
+    assert_eq!(img.len() as u64, IMG_SECTORS * 512, "size kept");
+    let recs = h.records();
+    let got: Vec<_> = recs
+        .iter()
+        .map(|r| (r.kind, r.sector, r.len, r.flags))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Kind::Discard, 16, 4096, 0),
+            (Kind::WriteZeroes, 40, 9 * 512, 0),
+            (Kind::WriteZeroes, 64, 16 * 512, writelog::flags::UNMAP),
+        ]
+    );
+    assert!(recs
+        .iter()
+        .all(|r| r.block_hashes.is_empty() && r.data.is_none()));
+}
+
+#[test]
+fn malformed_requests_fail_cleanly() {
+    let mut h = harness();
+    let before = h.image();
+    let cap = IMG_SECTORS;
+
+    // Wrong descriptor direction: OUT data device-writable, IN data device-readable, and a
+    // readable descriptor after a writable one.
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 512, W), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    h.hdr(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 512, 0), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(
+        h.submit(&[
+            raw(HDR, 16, 0),
+            raw(DATA, 512, W),
+            raw(DATA, 512, 0),
+            raw(STATUS, 1, W)
+        ]),
+        (1, IOERR)
+    );
+    // Header device-writable.
+    h.hdr(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, W), raw(DATA, 512, W), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    // GET_ID with a device-readable buffer.
+    h.hdr(VIRTIO_BLK_T_GET_ID, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 20, 0), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+
+    // Header too short.
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(h.submit(&[raw(HDR, 8, 0), raw(STATUS, 1, W)]), (1, IOERR));
+
+    // Missing status byte: last descriptor readable, zero-length, or outside guest memory.
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(DATA, 512, 0)]), (0, 0xff));
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 512, 0), raw(STATUS, 0, W)]),
+        (0, 0xff)
+    );
+    let outside = MEM_SIZE as u64 + 0x1000;
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 512, 0), raw(outside, 1, W)]),
+        (0, 0xff)
+    );
+
+    // Sectors past the end of the disk, and sector arithmetic overflow.
+    assert_eq!(h.write(cap - 1, &[1u8; 1024]), (1, IOERR));
+    assert_eq!(h.write(cap, &[1u8; 512]), (1, IOERR));
+    assert_eq!(h.write(u64::MAX, &[1u8; 512]), (1, IOERR));
+    assert_eq!(h.write(u64::MAX / 512 + 1, &[1u8; 512]), (1, IOERR));
+    h.hdr(VIRTIO_BLK_T_IN, cap - 1);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 1024, W), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    assert_eq!(h.dwz(VIRTIO_BLK_T_DISCARD, &[(cap - 4, 8, 0)]), (1, IOERR));
+    assert_eq!(
+        h.dwz(VIRTIO_BLK_T_WRITE_ZEROES, &[(u64::MAX - 2, 8, 0)]),
+        (1, IOERR)
+    );
+
+    // Length not a multiple of 512.
+    assert_eq!(h.write(0, &[1u8; 100]), (1, IOERR));
+    h.hdr(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 700, W), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+
+    // Addresses outside guest memory (data, header, and straddling the end).
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(outside, 512, 0), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    let straddle = MEM_SIZE as u64 - 256;
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(straddle, 512, 0), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    assert_eq!(
+        h.submit(&[raw(outside, 16, 0), raw(DATA, 512, 0), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    h.hdr(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(straddle, 512, W), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    assert_eq!(
+        h.submit(&[
+            raw(HDR, 16, 0),
+            raw(u64::MAX - 100, 512, W),
+            raw(STATUS, 1, W)
+        ]),
+        (1, IOERR)
+    );
+
+    // Unknown request types (and SCSI passthrough, never offered).
+    for t in [2u32, 3, 42, 0x7fff_ffff] {
+        h.hdr(t, 0);
+        assert_eq!(
+            h.submit(&[raw(HDR, 16, 0), raw(STATUS, 1, W)]),
+            (1, UNSUPP),
+            "type {t}"
+        );
+    }
+
+    // Discard / write-zeroes payload errors (virtio 1.2 §5.2.6.2).
+    assert_eq!(
+        h.dwz(VIRTIO_BLK_T_DISCARD, &[(0, 8, 1)]),
+        (1, UNSUPP),
+        "discard + unmap"
+    );
+    assert_eq!(
+        h.dwz(VIRTIO_BLK_T_WRITE_ZEROES, &[(0, 8, 2)]),
+        (1, UNSUPP),
+        "unknown flag"
+    );
+    assert_eq!(
+        h.dwz(VIRTIO_BLK_T_DISCARD, &[(0, 8, 0), (16, 8, 0)]),
+        (1, UNSUPP),
+        "too many segs"
+    );
+    assert_eq!(
+        h.dwz(
+            VIRTIO_BLK_T_DISCARD,
+            &[(0, crate::virtio::MAX_DWZ_SECTORS + 1, 0)]
+        ),
+        (1, IOERR)
+    );
+    h.hdr(VIRTIO_BLK_T_DISCARD, 0);
+    assert_eq!(
+        h.submit(&[raw(HDR, 16, 0), raw(DATA, 10, 0), raw(STATUS, 1, W)]),
+        (1, IOERR)
+    );
+    assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(STATUS, 1, W)]), (1, IOERR));
+
+    // A descriptor loop: NEXT pointing at itself. virtio-queue's TTL ends the chain; its last
+    // descriptor is readable, so there is no status byte.
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    let d = RawDescriptor::from(SplitDesc::new(HDR, 16, VRING_DESC_F_NEXT as u16, 0));
+    h.vq.add_desc_chains(&[d], 0).unwrap();
+    assert_eq!(h.run_and_reap().0, 0);
+
+    assert!(
+        h.image() == before,
+        "no malformed request wrote to the image"
+    );
+    assert!(h.records().is_empty(), "no malformed request was logged");
+}
+
+#[test]
+fn oversized_request_is_rejected() {
+    let mut h = harness();
+    // Two descriptors adding up to more than MAX_IO_BYTES (addresses valid, repeated).
+    h.hdr(VIRTIO_BLK_T_IN, 0);
+    let big = (crate::virtio::MAX_IO_BYTES / 2 + 512) as u32;
+    let mem_big = harness_big_mem(&mut h, big);
+    assert_eq!(mem_big, (1, IOERR));
+}
+
+fn harness_big_mem(h: &mut H, big: u32) -> (u32, u8) {
+    // Guest memory is only 16 MiB: use many descriptors over the same 8 MiB window.
+    let n = (2 * u64::from(big)).div_ceil(8 << 20) as usize;
+    let mut descs = vec![raw(HDR, 16, 0)];
+    for _ in 0..n {
+        descs.push(raw(0x40_0000, 8 << 20, W));
+    }
+    descs.push(raw(STATUS, 1, W));
+    h.submit(&descs)
+}
+
+#[test]
+fn read_only_device_rejects_writes() {
+    let mut h = harness_with(
+        DeviceOptions {
+            read_only: true,
+            ..DeviceOptions::default()
+        },
+        false,
+    );
+    let before = h.image();
+    assert!(h.dev.features() & (1 << virtio_bindings::virtio_blk::VIRTIO_BLK_F_RO) != 0);
+    assert_eq!(h.write(0, &[9u8; 512]), (1, IOERR));
+    assert_eq!(h.dwz(VIRTIO_BLK_T_DISCARD, &[(0, 8, 0)]), (1, IOERR));
+    assert_eq!(h.dwz(VIRTIO_BLK_T_WRITE_ZEROES, &[(0, 8, 0)]), (1, IOERR));
+    h.hdr(VIRTIO_BLK_T_IN, 3);
+    let r = h.submit(&[raw(HDR, 16, 0), raw(DATA, 512, W), raw(STATUS, 1, W)]);
+    assert_eq!(r, (513, OK));
+    assert_eq!(h.read_guest(DATA, 512), vec![3u8; 512]);
+    assert!(h.image() == before);
+    assert!(h.records().is_empty());
+}
+
+#[test]
+fn writethrough_and_config_space() {
+    let mut h = harness_with(
+        DeviceOptions {
+            num_queues: 2,
+            serial: "serial-1234567890abcdefXYZ".chars().take(20).collect(),
+            ..DeviceOptions::default()
+        },
+        false,
+    );
+    let cfg = h.dev.get_config(0, 60);
+    assert_eq!(cfg.len(), 60);
+    let c = crate::virtio::BlkConfig::from_bytes(&cfg).unwrap();
+    assert_eq!(
+        (c.capacity, c.blk_size, c.wce, c.num_queues, c.seg_max),
+        (IMG_SECTORS, 512, 1, 2, 254)
+    );
+    assert_eq!(
+        h.dev.get_config(8, 4096 - 8).len(),
+        4096 - 8,
+        "exactly the asked size"
+    );
+    assert!(
+        h.dev.set_config(0, &[0; 8]).is_err(),
+        "only wce is writable"
+    );
+    assert!(h
+        .dev
+        .set_config(crate::virtio::CONFIG_WCE_OFFSET, &[0, 0])
+        .is_err());
+    assert_eq!(h.dev.queues_per_thread(), vec![1, 2]);
+    assert!(h.dev.writeback());
+    h.dev
+        .set_config(crate::virtio::CONFIG_WCE_OFFSET, &[0])
+        .unwrap();
+    assert!(!h.dev.writeback());
+    assert_eq!(
+        h.dev.get_config(crate::virtio::CONFIG_WCE_OFFSET, 1),
+        vec![0]
+    );
+    assert_eq!(h.write(0, &[5u8; 512]), (1, OK));
+    let recs = h.records();
+    assert_eq!(
+        recs[0].flags,
+        writelog::flags::FUA,
+        "writethrough writes are durable on completion"
+    );
+    // Without CONFIG_WCE, FLUSH negotiated means writeback.
+    h.dev
+        .acked_features(1 << virtio_bindings::virtio_blk::VIRTIO_BLK_F_FLUSH);
+    assert!(h.dev.writeback());
+    h.dev.acked_features(0);
+    assert!(!h.dev.writeback());
+    // GET_ID with a short buffer gets a prefix.
+    h.hdr(VIRTIO_BLK_T_GET_ID, 0);
+    let r = h.submit(&[raw(HDR, 16, 0), raw(DATA, 6, W), raw(STATUS, 1, W)]);
+    assert_eq!(r, (7, OK));
+    assert_eq!(h.read_guest(DATA, 6), b"serial");
+}
+
+#[test]
+fn event_idx_path_and_batches() {
+    let h = harness();
+    h.dev.set_event_idx(true);
+    h.vring.set_queue_event_idx(true);
+    // Three chains posted at once, completed in one handle_event call.
+    let m = h.m();
+    for (i, sector) in [(0u64, 10u64), (1, 11), (2, 12)] {
+        m.write_obj(VIRTIO_BLK_T_OUT.to_le(), GuestAddress(HDR + 0x100 * i))
+            .unwrap();
+        m.write_obj(sector.to_le(), GuestAddress(HDR + 0x100 * i + 8))
+            .unwrap();
+        m.write_slice(&[i as u8 + 1; 512], GuestAddress(DATA + 0x1000 * i))
+            .unwrap();
+    }
+    let mut descs = Vec::new();
+    for i in 0..3u64 {
+        let b = (i * 3) as u16;
+        descs.push(RawDescriptor::from(SplitDesc::new(
+            HDR + 0x100 * i,
+            16,
+            VRING_DESC_F_NEXT as u16,
+            b + 1,
+        )));
+        descs.push(RawDescriptor::from(SplitDesc::new(
+            DATA + 0x1000 * i,
+            512,
+            VRING_DESC_F_NEXT as u16,
+            b + 2,
+        )));
+        descs.push(RawDescriptor::from(SplitDesc::new(STATUS + i, 1, W, 0)));
+    }
+    h.vq.add_desc_chains(&descs, 0).unwrap();
+    h.dev
+        .handle_event(0, EventSet::IN, std::slice::from_ref(&h.vring), 0)
+        .unwrap();
+    assert_eq!(h.vq.used().idx().load(), 3);
+    // A spurious call (vhost-user-backend 0.24 calls handle_event on ring enable) is harmless.
+    h.dev
+        .handle_event(0, EventSet::IN, std::slice::from_ref(&h.vring), 0)
+        .unwrap();
+    assert_eq!(h.vq.used().idx().load(), 3);
+    let img = h.image();
+    for i in 0..3usize {
+        assert_eq!(
+            m.read_obj::<u8>(GuestAddress(STATUS + i as u64)).unwrap(),
+            OK
+        );
+        assert!(img[(10 + i) * 512..(11 + i) * 512]
+            .iter()
+            .all(|b| *b == i as u8 + 1));
+    }
+    let seqs: Vec<_> = h.records().iter().map(|r| (r.seq, r.sector)).collect();
+    assert_eq!(seqs, vec![(0, 10), (1, 11), (2, 12)]);
+    // Bad thread ids / events are errors, not panics.
+    assert!(h
+        .dev
+        .handle_event(0, EventSet::IN, std::slice::from_ref(&h.vring), 5)
+        .is_err());
+    assert!(h
+        .dev
+        .handle_event(1, EventSet::IN, std::slice::from_ref(&h.vring), 0)
+        .is_err());
+    assert!(h.dev.handle_event(0, EventSet::IN, &[], 0).is_err());
+}

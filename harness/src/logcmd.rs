@@ -1,0 +1,155 @@
+//! `e4race log show|stats|export` and `e4race replay`: reading a run's write log.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use writelog::{LogReader, ReplayStop};
+
+#[derive(Debug, Subcommand)]
+pub enum LogCmd {
+    /// One line per record: seq, time, queue, kind, sector range, flags, block hashes or mark.
+    Show {
+        /// A run's writes.log (or the run directory).
+        log: PathBuf,
+    },
+    /// Counts by kind, bytes written, sectors touched, flushes and marks.
+    Stats { log: PathBuf },
+    /// Convert to dm-log-writes v1, the format fstests' replay-log reads (needs a log recorded with data).
+    Export { log: PathBuf, out: PathBuf },
+}
+
+fn resolve(p: PathBuf) -> PathBuf {
+    if p.is_dir() {
+        p.join("writes.log")
+    } else {
+        p
+    }
+}
+
+pub fn log(cmd: LogCmd) -> i32 {
+    let r = (|| -> Result<(), String> {
+        match cmd {
+            LogCmd::Show { log } => {
+                let mut rd = LogReader::open(resolve(log)).map_err(|e| e.to_string())?;
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                writelog::show(&mut rd, &mut out).map_err(|e| e.to_string())?;
+                if rd.discarded_bytes() > 0 {
+                    eprintln!(
+                        "note: {} trailing bytes of a cut-short record were ignored",
+                        rd.discarded_bytes()
+                    );
+                }
+            }
+            LogCmd::Stats { log } => {
+                let mut rd = LogReader::open(resolve(log)).map_err(|e| e.to_string())?;
+                let s = writelog::stats(&mut rd).map_err(|e| e.to_string())?;
+                print!("{s}");
+            }
+            LogCmd::Export { log, out } => {
+                let s = writelog::export_dm_log_writes(resolve(log), &out)
+                    .map_err(|e| e.to_string())?;
+                println!("wrote {} ({s:?})", out.display());
+            }
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            4
+        }
+    }
+}
+
+/// `--to` for replay: `end`, `seq:N`, `mark:NAME`, `flush:N` (the N-th flush), or `entries:N`.
+pub fn parse_stop(s: &str) -> Result<ReplayStop, String> {
+    let num = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("'{v}' is not a number"))
+    };
+    match s.split_once(':') {
+        None if s == "end" => Ok(ReplayStop::End),
+        Some(("seq", v)) => Ok(ReplayStop::Seq(num(v)?)),
+        Some(("mark", v)) => Ok(ReplayStop::Mark(v.to_string())),
+        Some(("flush", v)) => Ok(ReplayStop::Flush(num(v)?)),
+        Some(("entries", v)) => Ok(ReplayStop::Entries(num(v)?)),
+        _ => Err(format!(
+            "'{s}': expected end, seq:N, mark:NAME, flush:N or entries:N"
+        )),
+    }
+}
+
+/// Rebuilds the disk as it was at a point of the log, onto a fresh zero image of `size`
+/// bytes (runs start from an empty sparse image), or onto a copy of `--base`.
+pub fn replay(
+    log: PathBuf,
+    to: &str,
+    out: PathBuf,
+    base: Option<PathBuf>,
+    size: Option<u64>,
+) -> i32 {
+    let r = (|| -> Result<String, String> {
+        let log = resolve(log);
+        let stop = parse_stop(to)?;
+        match base {
+            Some(b) => {
+                std::fs::copy(&b, &out).map_err(|e| format!("copying {}: {e}", b.display()))?;
+            }
+            None => {
+                let size = match size {
+                    Some(s) => s,
+                    None => {
+                        // Default: the size of the run's own disk.img, if it is still there.
+                        let img = log.with_file_name("disk.img");
+                        std::fs::metadata(&img).map(|m| m.len()).map_err(|_| {
+                            "give --size BYTES (the run's disk.img is gone) or --base IMAGE"
+                                .to_string()
+                        })?
+                    }
+                };
+                let f =
+                    std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+                f.set_len(size)
+                    .map_err(|e| format!("{}: {e}", out.display()))?;
+            }
+        }
+        let s = writelog::replay(&log, &out, &stop).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "replayed {} records ({} writes, {} zeroed ranges) into {}",
+            s.entries,
+            s.writes,
+            s.zeroed,
+            out.display()
+        ))
+    })();
+    match r {
+        Ok(m) => {
+            println!("{m}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            4
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_parse() {
+        assert_eq!(parse_stop("end").unwrap(), ReplayStop::End);
+        assert_eq!(parse_stop("seq:12").unwrap(), ReplayStop::Seq(12));
+        assert_eq!(
+            parse_stop("mark:round-1-done").unwrap(),
+            ReplayStop::Mark("round-1-done".into())
+        );
+        assert_eq!(parse_stop("flush:3").unwrap(), ReplayStop::Flush(3));
+        assert!(parse_stop("flush:x").is_err());
+        assert!(parse_stop("yesterday").is_err());
+    }
+}
