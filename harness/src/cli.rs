@@ -112,6 +112,9 @@ pub struct CommonArgs {
     /// Who serves the test disk.
     #[arg(long, value_enum, default_value = "blkrec")]
     pub disk_backend: DiskBackend,
+    /// Record the written data in writes.log too, not only hashes (enables replay to any point).
+    #[arg(long)]
+    pub log_data: bool,
     /// Load ext4 rebuilt with this mutant (a folder name under vm-images/mutants).
     #[arg(long, conflicts_with = "ext4_patch")]
     pub mutant: Option<String>,
@@ -170,6 +173,9 @@ impl CommonArgs {
             v.extend(["--accel".into(), format!("{a:?}").to_lowercase()]);
         }
         v.extend(["--disk-backend".into(), self.disk_backend.as_str().into()]);
+        if self.log_data {
+            v.push("--log-data".into());
+        }
         if let Some(m) = &self.mutant {
             v.extend(["--mutant".into(), m.clone()]);
         }

@@ -62,6 +62,8 @@ pub struct Report {
     pub disk_backend: String,
     pub mutant: Option<String>,
     pub seed: Option<u64>,
+    /// The run id carried in every block tag the guest wrote.
+    pub run_id: Option<u64>,
     pub params: serde_json::Value,
     pub started_at: String,
     pub duration_s: f64,
@@ -167,6 +169,7 @@ mod tests {
             disk_backend: "qemu".into(),
             mutant: None,
             seed: Some(1),
+            run_id: Some(2),
             params: serde_json::json!({}),
             started_at: "now".into(),
             duration_s: 1.5,

@@ -136,6 +136,7 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
         disk_backend: common.disk_backend.as_str().into(),
         mutant: plan.mutant.clone(),
         seed: plan.seed,
+        run_id: plan.run_id,
         params: plan.params.clone(),
         started_at: chrono::Local::now().to_rfc3339(),
         duration_s: 0.0,

@@ -13,6 +13,8 @@ use crate::vm::Vm;
 pub struct ScenarioPlan {
     pub name: String,
     pub seed: Option<u64>,
+    /// The run id the guest puts in its block tags (scenarios that tag blocks).
+    pub run_id: Option<u64>,
     pub mutant: Option<String>,
     pub params: serde_json::Value,
     pub disk_mib: u64,
@@ -66,6 +68,7 @@ pub fn plan(
             let plan = ScenarioPlan {
                 name: "smoke".into(),
                 seed: None,
+                run_id: None,
                 mutant: mutant_label(&common),
                 params: serde_json::json!({ "blocks": blocks }),
                 disk_mib: 256.max((blocks * 4096 >> 20) * 2 + 64),
@@ -81,6 +84,7 @@ pub fn plan(
             let plan = ScenarioPlan {
                 name: "panic-selftest".into(),
                 seed: None,
+                run_id: None,
                 mutant: mutant_label(&common),
                 params: serde_json::json!({}),
                 disk_mib: 64,
@@ -100,6 +104,7 @@ pub fn plan(
             let plan = ScenarioPlan {
                 name: "migrate-mmap".into(),
                 seed: Some(seed),
+                run_id: Some(run_id),
                 mutant: mutant_label(&common),
                 params: serde_json::to_value(&params).unwrap_or_default(),
                 disk_mib: params.disk_mib(),
