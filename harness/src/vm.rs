@@ -304,20 +304,14 @@ impl Vm {
         let (tx, ctl_rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let mut lines = BufReader::new(rd).lines();
-            loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) => {
-                        let m = serde_json::from_str::<AgentMessage>(&line).map_err(|e| {
-                            VmError::Protocol {
-                                detail: e.to_string(),
-                                line: line.chars().take(300).collect(),
-                            }
-                        });
-                        if tx.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
+            while let Ok(Some(line)) = lines.next_line().await {
+                let m =
+                    serde_json::from_str::<AgentMessage>(&line).map_err(|e| VmError::Protocol {
+                        detail: e.to_string(),
+                        line: line.chars().take(300).collect(),
+                    });
+                if tx.send(m).await.is_err() {
+                    break;
                 }
             }
         });

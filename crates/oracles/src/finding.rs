@@ -147,6 +147,7 @@ mod tests {
                     start_ns: 0,
                     end_ns: 0,
                     error: 0,
+                    return_value: 0,
                     flags_before: 0,
                     flags_after: 0,
                     extents_after: 0,

@@ -157,7 +157,7 @@ pub async fn drive(
         "racing: {} rounds x {} files x {} MiB, {} writer(s) per file, seed {}",
         params.rounds,
         params.files,
-        params.file_blocks * 4096 >> 20,
+        (params.file_blocks * 4096) >> 20,
         params.writers,
         params.seed
     ));

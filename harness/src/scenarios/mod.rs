@@ -71,7 +71,7 @@ pub fn plan(
                 run_id: None,
                 mutant: mutant_label(&common),
                 params: serde_json::json!({ "blocks": blocks }),
-                disk_mib: 256.max((blocks * 4096 >> 20) * 2 + 64),
+                disk_mib: 256.max(((blocks * 4096) >> 20) * 2 + 64),
                 log_data: true,
                 reproduce: reproduce_command(&argv),
                 kind: ScenarioKind::Smoke { blocks },

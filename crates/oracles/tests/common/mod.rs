@@ -92,6 +92,7 @@ pub fn records(specs: &[Spec]) -> Vec<RoundRecord> {
                 start_ns: 1000,
                 end_ns: 2000,
                 error: 0,
+                return_value: 0,
                 flags_before: 0,
                 flags_after: 0x80000,
                 extents_after: 1,
