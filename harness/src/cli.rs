@@ -87,6 +87,15 @@ pub enum ScenarioCmd {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Race online defrag (EXT4_IOC_MOVE_EXT with a fallocated donor, or the real e4defrag)
+    /// against mmap writers that fill holes and overwrite blocks with a new generation, then
+    /// check every block holds the newest acknowledged generation.
+    DefragMmap {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        params: crate::scenarios::defrag_mmap::DefragMmapArgs,
+    },
     /// Race EXT4_IOC_MIGRATE (indirect → extent) against mmap writers that fill holes in the
     /// same files, then check every acknowledged block on the host (content, e2fsck, postconditions, kernel log).
     MigrateMmap {

@@ -5,6 +5,7 @@
 //! Anything that goes wrong before the control channel is up is printed on the serial console
 //! as a line starting with [`CONSOLE_ERROR_PREFIX`], which the host turns into a clear error.
 
+pub mod defrag;
 mod sys;
 pub mod workload;
 
@@ -203,6 +204,10 @@ fn execute(chan: &mut Channel, req: Request) -> AResult<Reply> {
         Command::MigrateMmap(p) => {
             let id = req.id;
             workload::migrate_mmap(&p, &mut |t| chan.progress(id, t)).map(Reply::MigrateMmap)
+        }
+        Command::DefragMmap(p) => {
+            let id = req.id;
+            defrag::defrag_mmap(&p, &mut |t| chan.progress(id, t)).map(Reply::DefragMmap)
         }
         Command::Dmesg => Ok(Reply::Dmesg {
             text: sys::read_kmsg(),

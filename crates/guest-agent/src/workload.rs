@@ -287,6 +287,10 @@ fn race_one_file(
             content_ok_after: false,
         },
         postconditions: Vec::new(),
+        overwrites: Vec::new(),
+        overwrite_t_ns: Vec::new(),
+        moves: Vec::new(),
+        extents_before: 0,
     };
     check_postconditions(&f, size, tag, &mut record)?;
     Ok(record)

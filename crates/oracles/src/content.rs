@@ -147,7 +147,7 @@ pub fn check_content(
                 report.files_unsynced += 1;
                 continue;
             }
-            let expected: BTreeMap<u64, u32> = f.acknowledged().map(|l| (l, 0)).collect();
+            let expected: BTreeMap<u64, u32> = f.acknowledged_generations();
             report.merge(check_file(image, run_id, r.round, f, &expected)?);
         }
     }

@@ -157,6 +157,10 @@ mod tests {
                     check: "extents-flag".into(),
                     detail: "ioctl returned 0 but EXTENTS_FL is clear".into(),
                 }],
+                overwrites: vec![],
+                overwrite_t_ns: vec![],
+                moves: vec![],
+                extents_before: 0,
             }],
         }];
         let klog = crate::kernel_log::scan_kernel_log("[ 1.0] EXT4-fs error (device vda): x\n");

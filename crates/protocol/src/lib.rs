@@ -55,6 +55,8 @@ pub enum Command {
     },
     /// Runs the migrate-mmap race workload.
     MigrateMmap(MigrateMmapParams),
+    /// Runs the defrag-mmap race workload.
+    DefragMmap(DefragMmapParams),
     /// The kernel log so far (`/dev/kmsg` drained without blocking).
     Dmesg,
     /// Crashes the kernel on purpose with sysrq `c`. Used to test KERNEL-ERROR detection.
@@ -105,6 +107,8 @@ pub enum Reply {
     },
     Pattern(PatternResult),
     MigrateMmap(MigrateMmapResult),
+    /// Same shape as migrate-mmap's: rounds of files with their stores and calls.
+    DefragMmap(MigrateMmapResult),
     Dmesg {
         text: String,
     },

@@ -93,6 +93,64 @@ pub struct FileRecord {
     pub migrate: MigrateCall,
     /// Disagreements between what the ioctl returned and the inode's state afterwards.
     pub postconditions: Vec<PostconditionFailure>,
+    /// Blocks that held data and were overwritten through the mapping with generation 1
+    /// (defrag-mmap); their acknowledged generation is 1.
+    #[serde(default)]
+    pub overwrites: Vec<u64>,
+    /// CLOCK_MONOTONIC ns of each overwrite (same index).
+    #[serde(default)]
+    pub overwrite_t_ns: Vec<u64>,
+    /// EXT4_IOC_MOVE_EXT calls (or e4defrag runs) on this file (defrag-mmap).
+    #[serde(default)]
+    pub moves: Vec<MoveCall>,
+    /// FIEMAP extent count before the race (defrag-mmap: how fragmented the file was).
+    #[serde(default)]
+    pub extents_before: u32,
+}
+
+/// One EXT4_IOC_MOVE_EXT call (`struct move_extent`, fs/ext4/ext4.h), or one e4defrag run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveCall {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub orig_start: u64,
+    pub donor_start: u64,
+    pub len: u64,
+    /// What the kernel wrote back in `moved_len`.
+    pub moved_len: u64,
+    /// 0, or the positive errno (or e4defrag's exit status).
+    pub error: i32,
+    /// True when this is a whole e4defrag run rather than one ioctl.
+    #[serde(default)]
+    pub e4defrag: bool,
+}
+
+/// Which remapping the defrag workload drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefragDriver {
+    /// EXT4_IOC_MOVE_EXT directly, range by range, with a fallocated donor (like e4defrag).
+    #[default]
+    MoveExt,
+    /// The real `e4defrag FILE`.
+    E4defrag,
+}
+
+/// Parameters of one defrag-mmap boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefragMmapParams {
+    pub dir: String,
+    pub run_id: u64,
+    pub seed: u64,
+    pub files: u32,
+    /// Size of each file in 4 KiB blocks.
+    pub file_blocks: u64,
+    /// Blocks per EXT4_IOC_MOVE_EXT call.
+    pub move_blocks: u64,
+    pub writers: u32,
+    pub rounds: u32,
+    pub duration_s: u32,
+    pub driver: DefragDriver,
 }
 
 /// One migration call and its window on CLOCK_MONOTONIC.
@@ -121,9 +179,29 @@ pub struct PostconditionFailure {
 }
 
 impl FileRecord {
-    /// Every (lblk, tag generation) this file must hold once synced.
+    /// Every block this file must hold once synced (generation 0 unless overwritten).
     pub fn acknowledged(&self) -> impl Iterator<Item = u64> + '_ {
         self.prefilled.iter().chain(self.hole_lblks.iter()).copied()
+    }
+
+    /// Every acknowledged block with the tag generation it must hold: 1 for overwritten
+    /// blocks, 0 for the rest.
+    pub fn acknowledged_generations(&self) -> std::collections::BTreeMap<u64, u32> {
+        let mut m: std::collections::BTreeMap<u64, u32> =
+            self.acknowledged().map(|l| (l, 0)).collect();
+        for &l in &self.overwrites {
+            m.insert(l, 1);
+        }
+        m
+    }
+
+    /// How many stores (hole fills and overwrites) landed inside a move window.
+    pub fn writes_in_move_windows(&self) -> usize {
+        self.hole_t_ns
+            .iter()
+            .chain(self.overwrite_t_ns.iter())
+            .filter(|&&t| self.moves.iter().any(|m| t >= m.start_ns && t <= m.end_ns))
+            .count()
     }
 
     /// How many hole stores landed inside the migration window.
@@ -190,8 +268,18 @@ mod tests {
                 content_ok_after: true,
             },
             postconditions: vec![],
+            overwrites: vec![0],
+            overwrite_t_ns: vec![12],
+            moves: vec![MoveCall {
+                start_ns: 11,
+                end_ns: 40,
+                ..Default::default()
+            }],
         };
         assert_eq!(f.writes_in_window(), 1);
+        assert_eq!(f.writes_in_move_windows(), 2);
+        assert_eq!(f.acknowledged_generations().get(&0), Some(&1));
+        assert_eq!(f.acknowledged_generations().get(&3), Some(&0));
         assert_eq!(f.acknowledged().collect::<Vec<_>>(), vec![0, 1, 3, 5]);
     }
 }

@@ -9,15 +9,12 @@
 //! instead. On a correct kernel we therefore expect no lost block, but some EAGAINs and
 //! writes inside the migration windows (the evidence that the race was exercised).
 
-use std::time::Duration;
-
-use e4race_protocol::{
-    Command, HolePattern, MigrateDriver, MigrateMmapParams, MigrateMmapResult, Reply,
-};
+use e4race_protocol::{Command, HolePattern, MigrateDriver, MigrateMmapParams, MigrateMmapResult};
 
 use crate::fsck;
 use crate::run::{RunContext, RunError, ScenarioOutcome};
-use crate::scenarios::smoke::{DEVICE, MOUNT_POINT};
+use crate::scenarios::race;
+use crate::scenarios::smoke::MOUNT_POINT;
 use crate::vm::Vm;
 
 /// The knobs, all settable from the command line. Defaults are tuned to find the seed bug
@@ -127,100 +124,32 @@ impl MigrateMmapArgs {
 pub async fn drive(
     params: &MigrateMmapParams,
     mount_options: &str,
-    mut vm: Vm,
+    vm: Vm,
     ctx: &mut RunContext,
 ) -> Result<ScenarioOutcome, RunError> {
-    let t = ctx.command_timeout;
-    let p = ctx.progress.clone();
-    let mut quiet = |_: &str| {};
-    p.step("mkfs.ext4 -b 4096 on the test disk");
-    vm.request(
-        Command::Mkfs {
-            device: DEVICE.into(),
-            args: vec!["-b".into(), "4096".into()],
-        },
-        t,
-        &mut quiet,
-    )
-    .await?;
-    vm.request(
-        Command::Mount {
-            device: DEVICE.into(),
-            target: MOUNT_POINT.into(),
-            options: mount_options.into(),
-        },
-        t,
-        &mut quiet,
-    )
-    .await?;
-    p.step(&format!(
-        "racing: {} rounds x {} files x {} MiB, {} writer(s) per file, seed {}",
+    ctx.progress.step(&format!(
+        "racing EXT4_IOC_MIGRATE: {} rounds x {} files x {} MiB, {} writer(s) per file, seed {}",
         params.rounds,
         params.files,
         (params.file_blocks * 4096) >> 20,
         params.writers,
         params.seed
     ));
-    let p2 = p.clone();
-    ctx.disk.mark("workload-start");
-    let disk = &ctx.disk;
-    let reply = vm
-        .request(Command::MigrateMmap(params.clone()), t, &mut |line| {
-            // Round boundaries as marks in the write log, ordered with the writes.
-            if let Some(round) = line
-                .strip_prefix("round ")
-                .and_then(|r| r.split(':').next())
-            {
-                disk.mark(&format!("round-{round}-done"));
-            }
-            p2.step(&format!("guest: {line}"))
-        })
-        .await?;
-    ctx.disk.mark("workload-done");
-    let Reply::MigrateMmap(result) = reply else {
-        return Err(RunError::Other(format!(
-            "unexpected reply to migrate-mmap: {reply:?}"
-        )));
-    };
-    let _ = std::fs::write(
-        ctx.dir.join("workload.json"),
-        serde_json::to_string(&result).unwrap_or_default(),
-    );
-    // Unmount before judging: the extent status cache can hide a lost block until the inode
-    // is evicted, and the host must read what is really on disk.
-    p.step("unmounting");
-    vm.request(
-        Command::Umount {
-            target: MOUNT_POINT.into(),
-        },
-        t,
-        &mut quiet,
+    let race = race::drive(
+        Command::MigrateMmap(params.clone()),
+        params.run_id,
+        mount_options,
+        vm,
+        ctx,
     )
     .await?;
-    let dmesg = match vm.request(Command::Dmesg, t, &mut quiet).await? {
-        Reply::Dmesg { text } => text,
-        _ => String::new(),
-    };
-    let _ = std::fs::write(ctx.dir.join("dmesg.txt"), &dmesg);
-    p.step("powering off");
-    vm.power_off(Duration::from_secs(30)).await?;
-    ctx.disk.stop().await?;
-
-    p.step("checking every acknowledged block on the host");
-    let content =
-        crate::oracle_glue::content(&ctx.disk.image, params.run_id, result.rounds.clone()).await?;
-    let _ = std::fs::write(
-        ctx.dir.join("content.json"),
-        serde_json::to_string_pretty(&content).unwrap_or_default(),
-    );
-    p.step("e2fsck -fn on the host");
-    let fsck = fsck::run(&ctx.disk.image).await?;
-    let findings =
-        crate::oracle_glue::findings(Some(&content), Some(&fsck), &result.rounds, &dmesg);
-    let mut evidence = evidence(&result, &fsck);
-    evidence["blocks_checked_on_host"] = content.blocks_checked.into();
-    evidence["lost_blocks"] = content.lost.len().into();
-    Ok(ScenarioOutcome { evidence, findings })
+    let mut evidence = evidence(&race.result, &race.fsck);
+    evidence["blocks_checked_on_host"] = race.blocks_checked.into();
+    evidence["lost_blocks"] = race.lost_blocks.into();
+    Ok(ScenarioOutcome {
+        evidence,
+        findings: race.findings,
+    })
 }
 
 /// The numbers that show the race was exercised.

@@ -1,6 +1,8 @@
 //! The scenarios: what runs in the guest, and how the host judges it.
 
+pub mod defrag_mmap;
 pub mod migrate_mmap;
+mod race;
 pub mod smoke;
 
 use serde::Serialize;
@@ -30,6 +32,7 @@ pub enum ScenarioKind {
     Smoke { blocks: u64 },
     PanicSelftest,
     MigrateMmap(e4race_protocol::MigrateMmapParams, String),
+    DefragMmap(e4race_protocol::DefragMmapParams, String),
 }
 
 /// Drives the booted guest through the scenario, powers it off, and judges the result.
@@ -41,6 +44,9 @@ pub async fn drive(
     match &plan.kind {
         ScenarioKind::Smoke { blocks } => smoke::drive(*blocks, vm, ctx).await,
         ScenarioKind::PanicSelftest => smoke::crash(vm, ctx).await,
+        ScenarioKind::DefragMmap(params, mount_options) => {
+            defrag_mmap::drive(params, mount_options, vm, ctx).await
+        }
         ScenarioKind::MigrateMmap(params, mount_options) => {
             migrate_mmap::drive(params, mount_options, vm, ctx).await
         }
@@ -91,6 +97,28 @@ pub fn plan(
                 log_data: false,
                 reproduce: reproduce_command(&argv),
                 kind: ScenarioKind::PanicSelftest,
+            };
+            Ok((common, plan))
+        }
+        ScenarioCmd::DefragMmap { common, params } => {
+            let seed = params.seed.unwrap_or_else(smoke::rand_id);
+            let run_id = smoke::rand_id();
+            let mut argv = vec!["run".to_string(), "defrag-mmap".into()];
+            argv.extend(common.to_argv());
+            argv.extend(params.to_argv(seed));
+            let plan = ScenarioPlan {
+                name: "defrag-mmap".into(),
+                seed: Some(seed),
+                run_id: Some(run_id),
+                mutant: mutant_label(&common),
+                params: serde_json::to_value(&params).unwrap_or_default(),
+                disk_mib: params.disk_mib(),
+                log_data: false,
+                reproduce: reproduce_command(&argv),
+                kind: ScenarioKind::DefragMmap(
+                    params.to_params(seed, run_id),
+                    params.mount_options.clone(),
+                ),
             };
             Ok((common, plan))
         }

@@ -101,6 +101,10 @@ pub async fn drive(
             synced: true,
             migrate: MigrateCall::default(),
             postconditions: vec![],
+            overwrites: vec![],
+            overwrite_t_ns: vec![],
+            moves: vec![],
+            extents_before: 0,
         }],
     }];
     let content = crate::oracle_glue::content(&ctx.disk.image, run_id, rounds.clone()).await?;

@@ -99,6 +99,10 @@ pub fn records(specs: &[Spec]) -> Vec<RoundRecord> {
                 content_ok_after: true,
             },
             postconditions: vec![],
+            overwrites: vec![],
+            overwrite_t_ns: vec![],
+            moves: vec![],
+            extents_before: 0,
         };
         match rounds.iter_mut().find(|r| r.round == s.round) {
             Some(r) => r.files.push(rec),

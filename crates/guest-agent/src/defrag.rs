@@ -1,0 +1,408 @@
+//! The defrag-mmap workload: EXT4_IOC_MOVE_EXT (or the real e4defrag) swaps a fragmented
+//! file's blocks for a donor's while mmap writers fill holes and overwrite blocks with a new
+//! tag generation (ext4-race-catalog.md §2, entries 11-18).
+
+use std::fs::{File, OpenOptions};
+use std::num::NonZeroUsize;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Barrier;
+use std::time::Instant;
+
+use e4race_protocol::{
+    splitmix, BlockContent, BlockTag, DefragDriver, DefragMmapParams, FileRecord, MigrateCall,
+    MigrateMmapResult, MoveCall, PostconditionFailure, RoundRecord, TAG_BLOCK_SIZE,
+};
+use nix::sys::mman::{mmap, msync, munmap, MapFlags, MsFlags, ProtFlags};
+
+use crate::workload::fiemap_blocks;
+use crate::{err, errno_err, io_err, now_ns, AResult};
+
+/// `struct move_extent` (include/uapi/linux/ext4.h / fs/ext4/ext4.h).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct MoveExtent {
+    pub reserved: u32,
+    pub donor_fd: u32,
+    pub orig_start: u64,
+    pub donor_start: u64,
+    pub len: u64,
+    pub moved_len: u64,
+}
+
+// EXT4_IOC_MOVE_EXT _IOWR('f', 15, struct move_extent)
+nix::ioctl_readwrite!(ext4_ioc_move_ext, b'f', 15, MoveExtent);
+
+/// Blocks per allocation chunk when building a fragmented file: chunks of the file alternate
+/// on disk with chunks of a filler file that is deleted afterwards.
+const CHUNK: u64 = 8;
+
+struct MapPtr(*mut u8);
+// SAFETY: the mapping outlives every writer thread (joined in a scope) and writers store to
+// disjoint pages.
+unsafe impl Send for MapPtr {}
+unsafe impl Sync for MapPtr {}
+
+pub fn defrag_mmap(
+    p: &DefragMmapParams,
+    progress: &mut dyn FnMut(String),
+) -> AResult<MigrateMmapResult> {
+    let start = Instant::now();
+    let mut rounds = Vec::new();
+    for round in 0..p.rounds {
+        if p.duration_s > 0 && start.elapsed().as_secs() >= u64::from(p.duration_s) {
+            progress(format!(
+                "duration {} s reached after {round} rounds",
+                p.duration_s
+            ));
+            break;
+        }
+        let rel_dir = format!("r{round}");
+        let dir = format!("{}/{rel_dir}", p.dir);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("mkdir {dir}"), e))?;
+        let files: Vec<AResult<FileRecord>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..p.files)
+                .map(|file_id| {
+                    let rel = format!("{rel_dir}/f{file_id}");
+                    let dir = dir.clone();
+                    s.spawn(move || race_one_file(p, round, file_id, rel, &dir))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(err("race thread", "panicked")))
+                })
+                .collect()
+        });
+        let files = files.into_iter().collect::<AResult<Vec<_>>>()?;
+        let stores: usize = files
+            .iter()
+            .map(|f| f.hole_lblks.len() + f.overwrites.len())
+            .sum();
+        let in_window: usize = files.iter().map(FileRecord::writes_in_move_windows).sum();
+        let calls: usize = files.iter().map(|f| f.moves.len()).sum();
+        let failed: usize = files
+            .iter()
+            .flat_map(|f| f.moves.iter())
+            .filter(|m| m.error != 0)
+            .count();
+        let post: usize = files.iter().map(|f| f.postconditions.len()).sum();
+        progress(format!(
+            "round {round}: {stores} stores, {in_window} inside move windows, {calls} moves ({failed} failed), {post} postcondition failures"
+        ));
+        rounds.push(RoundRecord { round, files });
+    }
+    Ok(MigrateMmapResult { rounds })
+}
+
+fn create(path: &str) -> AResult<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| io_err(format!("create {path}"), e))
+}
+
+fn race_one_file(
+    p: &DefragMmapParams,
+    round: u32,
+    file_id: u32,
+    rel: String,
+    dir: &str,
+) -> AResult<FileRecord> {
+    let path = format!("{}/{rel}", p.dir);
+    let nblocks = p.file_blocks.max(CHUNK * 2);
+    let size = nblocks * TAG_BLOCK_SIZE as u64;
+    let tag = |lblk, generation| BlockTag {
+        run_id: p.run_id,
+        file_id,
+        round,
+        lblk,
+        generation,
+    };
+    let mix = splitmix(p.seed ^ (u64::from(round) << 32) ^ u64::from(file_id) ^ 0xdef7a6);
+    let f = create(&path)?;
+    let filler_path = format!("{dir}/filler{file_id}");
+    let filler = create(&filler_path)?;
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().map(|m| m.ino()).unwrap_or(0)
+    };
+    // Interleave allocation: a chunk of the file, synced, then a chunk of filler, synced, so
+    // the file's extents are short and defrag has work to do. Every fourth chunk (by the
+    // seed) stays a hole for the writers to fill.
+    let mut prefilled = Vec::new();
+    let mut holes = Vec::new();
+    let mut buf = [0u8; TAG_BLOCK_SIZE];
+    let junk = [0x5au8; TAG_BLOCK_SIZE];
+    for c in 0..nblocks / CHUNK {
+        let hole = c > 0 && splitmix(mix ^ c) % 4 == 0;
+        for lblk in c * CHUNK..(c + 1) * CHUNK {
+            if hole {
+                holes.push(lblk);
+                continue;
+            }
+            tag(lblk, 0).encode(&mut buf);
+            f.write_all_at(&buf, lblk * TAG_BLOCK_SIZE as u64)
+                .map_err(|e| io_err(format!("pwrite {path}"), e))?;
+            prefilled.push(lblk);
+        }
+        if !hole {
+            f.sync_data()
+                .map_err(|e| io_err(format!("fdatasync {path}"), e))?;
+        }
+        for i in 0..CHUNK {
+            filler
+                .write_all_at(&junk, (c * CHUNK + i) * TAG_BLOCK_SIZE as u64)
+                .map_err(|e| io_err(format!("pwrite {filler_path}"), e))?;
+        }
+        filler
+            .sync_data()
+            .map_err(|e| io_err(format!("fdatasync {filler_path}"), e))?;
+    }
+    f.set_len(size)
+        .map_err(|e| io_err(format!("ftruncate {path}"), e))?;
+    f.sync_all()
+        .map_err(|e| io_err(format!("fsync {path}"), e))?;
+    drop(filler);
+    let _ = std::fs::remove_file(&filler_path);
+    let (_, extents_before) = fiemap_blocks(&f, size)?;
+
+    // What the writers store: every hole (generation 0) and half of the data blocks
+    // (generation 1), in one random order.
+    let mut state = mix;
+    let mut plan: Vec<(u64, u32)> = holes.iter().map(|&l| (l, 0)).collect();
+    for &l in &prefilled {
+        state = splitmix(state);
+        if state & 1 == 1 {
+            plan.push((l, 1));
+        }
+    }
+    for i in (1..plan.len()).rev() {
+        state = splitmix(state);
+        plan.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+
+    let donor_path = format!("{dir}/donor{file_id}");
+    let donor = create(&donor_path)?;
+    if p.driver == DefragDriver::MoveExt {
+        // The donor gets preallocated (unwritten) extents, as e4defrag does (catalog §3).
+        nix::fcntl::fallocate(
+            donor.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            size as i64,
+        )
+        .map_err(|e| errno_err(format!("fallocate {donor_path}"), e))?;
+    }
+
+    let len = NonZeroUsize::new(size as usize).ok_or_else(|| err("mmap", "empty file"))?;
+    // SAFETY: a fresh shared mapping of our own file, unmapped after all writers joined.
+    let map = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            &f,
+            0,
+        )
+    }
+    .map_err(|e| errno_err(format!("mmap {path}"), e))?;
+    let ptr = MapPtr(map.as_ptr() as *mut u8);
+    let writers = p.writers.max(1) as usize;
+    let barrier = Barrier::new(writers + 1);
+    let (stores, moves) = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..writers)
+            .map(|w| {
+                let mine: Vec<(u64, u32)> = plan.iter().copied().skip(w).step_by(writers).collect();
+                let (ptr, barrier) = (&ptr, &barrier);
+                s.spawn(move || {
+                    let mut block = [0u8; TAG_BLOCK_SIZE];
+                    let mut out = Vec::with_capacity(mine.len());
+                    barrier.wait();
+                    for (lblk, generation) in mine {
+                        tag(lblk, generation).encode(&mut block);
+                        let t = now_ns();
+                        // SAFETY: lblk < nblocks, inside the mapping; pages are disjoint per writer.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                block.as_ptr(),
+                                ptr.0.add((lblk as usize) * TAG_BLOCK_SIZE),
+                                TAG_BLOCK_SIZE,
+                            )
+                        };
+                        out.push((lblk, generation, t));
+                    }
+                    out
+                })
+            })
+            .collect();
+        barrier.wait();
+        let moves = match p.driver {
+            DefragDriver::MoveExt => move_ranges(&f, &donor, nblocks, p.move_blocks.max(1)),
+            DefragDriver::E4defrag => vec![run_e4defrag(&path, nblocks)],
+        };
+        let stores: Vec<(u64, u32, u64)> = hs
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        (stores, moves)
+    });
+    // SAFETY: every writer has been joined.
+    let synced_map = unsafe { msync(map, size as usize, MsFlags::MS_SYNC) }.is_ok();
+    // SAFETY: as above; the pointer is not used after this.
+    let _ = unsafe { munmap(map, size as usize) };
+    let synced = synced_map && f.sync_all().is_ok();
+    drop(donor);
+    let _ = std::fs::remove_file(&donor_path);
+
+    let mut r = FileRecord {
+        file_id,
+        path: rel,
+        ino,
+        prefilled,
+        hole_lblks: stores.iter().filter(|s| s.1 == 0).map(|s| s.0).collect(),
+        hole_t_ns: stores.iter().filter(|s| s.1 == 0).map(|s| s.2).collect(),
+        synced,
+        migrate: MigrateCall::default(),
+        postconditions: Vec::new(),
+        overwrites: stores.iter().filter(|s| s.1 == 1).map(|s| s.0).collect(),
+        overwrite_t_ns: stores.iter().filter(|s| s.1 == 1).map(|s| s.2).collect(),
+        moves,
+        extents_before,
+    };
+    check_postconditions(&f, size, &tag, p.driver == DefragDriver::MoveExt, &mut r)?;
+    Ok(r)
+}
+
+/// EXT4_IOC_MOVE_EXT over the whole file, `step` blocks per call, donor offset = file offset
+/// (the kernel wants both starts at the same offset within a page, mext_check_arguments()).
+fn move_ranges(f: &File, donor: &File, nblocks: u64, step: u64) -> Vec<MoveCall> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < nblocks {
+        let len = step.min(nblocks - start);
+        let mut me = MoveExtent {
+            donor_fd: donor.as_raw_fd() as u32,
+            orig_start: start,
+            donor_start: start,
+            len,
+            ..Default::default()
+        };
+        let t0 = now_ns();
+        // SAFETY: `me` is a valid struct move_extent that outlives the call.
+        let r = unsafe { ext4_ioc_move_ext(f.as_raw_fd(), &mut me) };
+        out.push(MoveCall {
+            start_ns: t0,
+            end_ns: now_ns(),
+            orig_start: start,
+            donor_start: start,
+            len,
+            moved_len: me.moved_len,
+            error: r.err().map(|e| e as i32).unwrap_or(0),
+        });
+        start += len;
+    }
+    out
+}
+
+fn run_e4defrag(path: &str, nblocks: u64) -> MoveCall {
+    let t0 = now_ns();
+    let status = std::process::Command::new("/sbin/e4defrag")
+        .arg(path)
+        .output()
+        .map(|o| o.status.code().unwrap_or(128))
+        .unwrap_or(127);
+    MoveCall {
+        start_ns: t0,
+        end_ns: now_ns(),
+        len: nblocks,
+        error: status,
+        e4defrag: true,
+        ..Default::default()
+    }
+}
+
+fn check_postconditions(
+    f: &File,
+    size: u64,
+    tag: &dyn Fn(u64, u32) -> BlockTag,
+    move_ext: bool,
+    r: &mut FileRecord,
+) -> AResult<()> {
+    let mut fails = Vec::new();
+    // ext4_move_extents() adds to moved_len only the blocks it moved: holes in the range are
+    // skipped (fs/ext4/move_extent.c). Blocks that held data before the race stay mapped, so
+    // a successful call must report at least those, and never more than the range.
+    let prefilled: std::collections::BTreeSet<u64> = r.prefilled.iter().copied().collect();
+    for m in &r.moves {
+        if !move_ext || m.error != 0 {
+            continue;
+        }
+        let mapped_before = prefilled.range(m.orig_start..m.orig_start + m.len).count() as u64;
+        if m.moved_len > m.len || m.moved_len < mapped_before {
+            fails.push(PostconditionFailure {
+                check: "move-ext-moved-len-within-bounds".into(),
+                detail: format!(
+                    "range {}+{} returned 0 with moved_len {}, but {} of its blocks held data before the race",
+                    m.orig_start, m.len, m.moved_len, mapped_before
+                ),
+            });
+        }
+    }
+    let (ranges, count) = fiemap_blocks(f, size)?;
+    r.migrate.flags_after = crate::workload::get_flags(f).map(|v| v as u32).unwrap_or(0);
+    r.migrate.extents_after = count;
+    let expected = r.acknowledged_generations();
+    if r.synced {
+        let mut mapped = vec![false; (size / TAG_BLOCK_SIZE as u64) as usize];
+        for (s, l) in ranges {
+            for b in s..(s + l).min(mapped.len() as u64) {
+                mapped[b as usize] = true;
+            }
+        }
+        let unmapped: Vec<u64> = expected
+            .keys()
+            .copied()
+            .filter(|&b| !mapped.get(b as usize).copied().unwrap_or(false))
+            .collect();
+        if !unmapped.is_empty() {
+            fails.push(PostconditionFailure {
+                check: "fiemap-maps-every-acknowledged-block".into(),
+                detail: format!(
+                    "{} synced blocks are holes in FIEMAP, first {:?}",
+                    unmapped.len(),
+                    &unmapped[..unmapped.len().min(8)]
+                ),
+            });
+        }
+    }
+    let mut bad = Vec::new();
+    let mut buf = [0u8; TAG_BLOCK_SIZE];
+    for (&lblk, &generation) in &expected {
+        let ok = f
+            .read_exact_at(&mut buf, lblk * TAG_BLOCK_SIZE as u64)
+            .is_ok()
+            && BlockTag::decode(&buf) == BlockContent::Tagged(tag(lblk, generation));
+        if !ok {
+            bad.push(lblk);
+        }
+    }
+    r.migrate.content_ok_after = bad.is_empty();
+    if !bad.is_empty() {
+        fails.push(PostconditionFailure {
+            check: "content-reads-back-after-move".into(),
+            detail: format!(
+                "{} blocks read back wrong, first {:?}",
+                bad.len(),
+                &bad[..bad.len().min(8)]
+            ),
+        });
+    }
+    r.postconditions = fails;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `defrag-mmap`: online defrag (EXT4_IOC_MOVE_EXT, or the real e4defrag) racing mmap writers
+//! that fill holes and overwrite blocks with a new tag generation.
+//!
+//! MOVE_EXT swaps the file's blocks for a donor's after copying the data, page by page
+//! (move_extent_per_page / move_extent_per_folio, fs/ext4/move_extent.c), while page faults
+//! keep storing into the same pages. The content oracle checks every acknowledged block holds
+//! the newest generation: an older one is stale data (a write lost to the swap), a hole or
+//! zeros is a lost block. On a correct kernel we expect neither, with stores inside the move
+//! windows as evidence that the race was exercised.
+
+use e4race_protocol::{Command, DefragDriver, DefragMmapParams, MigrateMmapResult};
+
+use crate::fsck;
+use crate::run::{RunContext, RunError, ScenarioOutcome};
+use crate::scenarios::race;
+use crate::scenarios::smoke::MOUNT_POINT;
+use crate::vm::Vm;
+
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct DefragMmapArgs {
+    /// Files raced at once per round.
+    #[arg(long, default_value_t = 4)]
+    pub files: u32,
+    /// Size of each file in MiB (built fragmented: 32 KiB chunks interleaved with a filler file).
+    #[arg(long, default_value_t = 4)]
+    pub size_mib: u64,
+    /// Blocks (4 KiB) per EXT4_IOC_MOVE_EXT call.
+    #[arg(long, default_value_t = 64)]
+    pub move_blocks: u64,
+    /// mmap writer threads per file.
+    #[arg(long, default_value_t = 1)]
+    pub writers: u32,
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Stop starting rounds after this many seconds in the guest (0: no limit).
+    #[arg(long, default_value_t = 40)]
+    pub duration: u32,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// ext4 mount options; nodelalloc makes a hole fill allocate in the page fault.
+    #[arg(long, default_value = "nodelalloc")]
+    pub mount_options: String,
+    /// The EXT4_IOC_MOVE_EXT driver (move-ext) or the real e4defrag (e4defrag).
+    #[arg(long, value_enum, default_value = "move-ext")]
+    pub driver: DefragDriverArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefragDriverArg {
+    MoveExt,
+    E4defrag,
+}
+
+impl DefragMmapArgs {
+    pub fn to_params(&self, seed: u64, run_id: u64) -> DefragMmapParams {
+        DefragMmapParams {
+            dir: MOUNT_POINT.into(),
+            run_id,
+            seed,
+            files: self.files.max(1),
+            file_blocks: (self.size_mib.max(1) << 20) / 4096,
+            move_blocks: self.move_blocks.max(1),
+            writers: self.writers.max(1),
+            rounds: self.rounds.max(1),
+            duration_s: self.duration,
+            driver: match self.driver {
+                DefragDriverArg::MoveExt => DefragDriver::MoveExt,
+                DefragDriverArg::E4defrag => DefragDriver::E4defrag,
+            },
+        }
+    }
+
+    /// Each round keeps its files; fillers are deleted; donors need room while they exist.
+    pub fn disk_mib(&self) -> u64 {
+        let per_round = u64::from(self.files.max(1)) * self.size_mib.max(1);
+        u64::from(self.rounds.max(1)) * per_round + 3 * per_round + 160
+    }
+
+    pub fn to_argv(&self, seed: u64) -> Vec<String> {
+        vec![
+            "--files".into(),
+            self.files.to_string(),
+            "--size-mib".into(),
+            self.size_mib.to_string(),
+            "--move-blocks".into(),
+            self.move_blocks.to_string(),
+            "--writers".into(),
+            self.writers.to_string(),
+            "--rounds".into(),
+            self.rounds.to_string(),
+            "--duration".into(),
+            self.duration.to_string(),
+            "--seed".into(),
+            seed.to_string(),
+            "--mount-options".into(),
+            self.mount_options.clone(),
+            "--driver".into(),
+            match self.driver {
+                DefragDriverArg::MoveExt => "move-ext".into(),
+                DefragDriverArg::E4defrag => "e4defrag".into(),
+            },
+        ]
+    }
+}
+
+pub async fn drive(
+    params: &DefragMmapParams,
+    mount_options: &str,
+    vm: Vm,
+    ctx: &mut RunContext,
+) -> Result<ScenarioOutcome, RunError> {
+    ctx.progress.step(&format!(
+        "racing {:?}: {} rounds x {} fragmented files x {} MiB, seed {}",
+        params.driver,
+        params.rounds,
+        params.files,
+        (params.file_blocks * 4096) >> 20,
+        params.seed
+    ));
+    let race = race::drive(
+        Command::DefragMmap(params.clone()),
+        params.run_id,
+        mount_options,
+        vm,
+        ctx,
+    )
+    .await?;
+    let mut ev = evidence(&race.result, &race.fsck);
+    ev["blocks_checked_on_host"] = race.blocks_checked.into();
+    ev["lost_blocks"] = race.lost_blocks.into();
+    Ok(ScenarioOutcome {
+        evidence: ev,
+        findings: race.findings,
+    })
+}
+
+fn evidence(r: &MigrateMmapResult, fsck: &oracles::E2fsckReport) -> serde_json::Value {
+    let files: Vec<_> = r.rounds.iter().flat_map(|x| x.files.iter()).collect();
+    let moves: Vec<_> = files.iter().flat_map(|f| f.moves.iter()).collect();
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    for m in &moves {
+        let k = match (m.error, m.e4defrag) {
+            (0, _) => "ok".to_string(),
+            (e, true) => format!("e4defrag exit {e}"),
+            (e, false) => nix::errno::Errno::from_raw(e).to_string(),
+        };
+        *errors.entry(k).or_default() += 1;
+    }
+    serde_json::json!({
+        "rounds": r.rounds.len(),
+        "files": files.len(),
+        "hole_fills": files.iter().map(|f| f.hole_lblks.len()).sum::<usize>(),
+        "overwrites": files.iter().map(|f| f.overwrites.len()).sum::<usize>(),
+        "stores_inside_move_windows": files.iter().map(|f| f.writes_in_move_windows()).sum::<usize>(),
+        "moves": errors,
+        "mean_extents_before": (files.iter().map(|f| f64::from(f.extents_before)).sum::<f64>() / files.len().max(1) as f64).round(),
+        "mean_extents_after": (files.iter().map(|f| f64::from(f.migrate.extents_after)).sum::<f64>() / files.len().max(1) as f64).round(),
+        "e2fsck": fsck::headline(fsck),
+    })
+}

@@ -1,0 +1,59 @@
+//! Online defrag racing mmap writers on stock kernels. Expected, and why: no lost or stale
+//! block and a clean e2fsck (move_extent_per_page/folio holds the page lock and i_data_sem
+//! around each swap), with stores inside the MOVE_EXT windows as evidence the race ran, and
+//! files that really were fragmented before.
+
+mod common;
+use common::*;
+
+fn assert_stock_defrag_is_clean(kernel: &str, driver: &str) {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(
+        &[
+            "run",
+            "defrag-mmap",
+            "--kernel",
+            kernel,
+            "--rounds",
+            "2",
+            "--seed",
+            "5",
+            "--driver",
+            driver,
+        ],
+        runs.path(),
+    );
+    let r = report(&run_dir(runs.path()));
+    assert_eq!(o.status.code(), Some(0), "{}\n{r}", text(&o));
+    let ev = &r["evidence"];
+    assert_eq!(ev["lost_blocks"], 0, "{r}");
+    assert_eq!(ev["e2fsck"], "clean", "{r}");
+    assert!(
+        ev["stores_inside_move_windows"].as_u64().unwrap() > 0,
+        "race not exercised: {r}"
+    );
+    assert!(
+        ev["overwrites"].as_u64().unwrap() > 0 && ev["hole_fills"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    assert!(
+        ev["mean_extents_before"].as_f64().unwrap() > ev["mean_extents_after"].as_f64().unwrap(),
+        "defrag had nothing to do: {r}"
+    );
+}
+
+#[test]
+fn vm_defrag_mmap_stock_6_1_is_clean() {
+    assert_stock_defrag_is_clean("6.1", "move-ext");
+}
+
+#[test]
+fn vm_defrag_mmap_stock_6_12_is_clean() {
+    assert_stock_defrag_is_clean("6.12", "move-ext");
+}
+
+#[test]
+fn vm_e4defrag_on_stock_6_1_is_clean() {
+    assert_stock_defrag_is_clean("6.1", "e4defrag");
+}
