@@ -304,6 +304,7 @@ fn move_ranges(f: &File, donor: &File, nblocks: u64, step: u64) -> Vec<MoveCall>
             len,
             moved_len: me.moved_len,
             error: r.err().map(|e| e as i32).unwrap_or(0),
+            e4defrag: false,
         });
         start += len;
     }
