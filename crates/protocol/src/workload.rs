@@ -275,6 +275,7 @@ mod tests {
                 end_ns: 40,
                 ..Default::default()
             }],
+            extents_before: 0,
         };
         assert_eq!(f.writes_in_window(), 1);
         assert_eq!(f.writes_in_move_windows(), 2);
