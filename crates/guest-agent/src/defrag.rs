@@ -139,7 +139,7 @@ fn race_one_file(
     let mut buf = [0u8; TAG_BLOCK_SIZE];
     let junk = [0x5au8; TAG_BLOCK_SIZE];
     for c in 0..nblocks / CHUNK {
-        let hole = c > 0 && splitmix(mix ^ c).is_multiple_of(4);
+        let hole = c > 0 && splitmix(mix ^ c) % 4 == 0;
         for lblk in c * CHUNK..(c + 1) * CHUNK {
             if hole {
                 holes.push(lblk);
