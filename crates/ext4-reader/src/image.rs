@@ -268,7 +268,7 @@ impl Ext4Image {
         let idx = u64::from(ino - 1);
         let gd = self.group_desc(idx / ipg)?;
         let table_end = gd.inode_table.checked_add(self.inode_table_blocks());
-        if gd.inode_table == 0 || table_end.map_or(true, |e| e > self.sb.blocks_count) {
+        if gd.inode_table == 0 || table_end.is_none_or(|e| e > self.sb.blocks_count) {
             return Err(Error::Corrupt(format!(
                 "group {}: inode table at block {} does not fit the file system",
                 idx / ipg,
@@ -673,7 +673,7 @@ fn read_exact_at(
     len: u64,
 ) -> Result<Vec<u8>> {
     let end = offset.checked_add(len);
-    if end.map_or(true, |e| e > image_len) || len > MAX_READ_FILE {
+    if end.is_none_or(|e| e > image_len) || len > MAX_READ_FILE {
         return Err(Error::Truncated {
             offset,
             len,

@@ -90,7 +90,7 @@ pub struct Geometry {
 impl Geometry {
     fn check_range(&self, ino: u32, what: &str, pblk: u64, len: u64) -> Result<()> {
         let end = pblk.checked_add(len);
-        if pblk < self.first_data_block || end.map_or(true, |e| e > self.blocks_count) {
+        if pblk < self.first_data_block || end.is_none_or(|e| e > self.blocks_count) {
             return Err(Error::Corrupt(format!(
                 "inode {ino}: {what} points at blocks {pblk}+{len}, outside the file system's \
                  {}..{}",
