@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-fn assert_stock_defrag_is_clean(kernel: &str, driver: &str) {
+fn assert_stock_defrag_is_clean(kernel: &str, driver: &str, rounds: &str) {
     let _l = vm_lock();
     let runs = tempfile::tempdir().unwrap();
     let o = e4race(
@@ -45,15 +45,15 @@ fn assert_stock_defrag_is_clean(kernel: &str, driver: &str) {
 
 #[test]
 fn vm_defrag_mmap_stock_6_1_is_clean() {
-    assert_stock_defrag_is_clean("6.1", "move-ext");
+    assert_stock_defrag_is_clean("6.1", "move-ext", "2");
 }
 
 #[test]
 fn vm_defrag_mmap_stock_6_12_is_clean() {
-    assert_stock_defrag_is_clean("6.12", "move-ext");
+    assert_stock_defrag_is_clean("6.12", "move-ext", "2");
 }
 
 #[test]
 fn vm_e4defrag_on_stock_6_1_is_clean() {
-    assert_stock_defrag_is_clean("6.1", "e4defrag");
+    assert_stock_defrag_is_clean("6.1", "e4defrag", "1");
 }
