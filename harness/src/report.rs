@@ -134,18 +134,65 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-            for f in self.findings.iter().take(20) {
-                s.push_str(&format!("    [{}] {}\n", f.class, f.summary));
-            }
-            if self.findings.len() > 20 {
-                s.push_str(&format!(
-                    "    ... {} more in report.json\n",
-                    self.findings.len() - 20
-                ));
-            }
+            s.push_str(&self.findings_digest());
         }
         s.push_str(&format!("  run directory: {}\n", self.run_dir));
         s.push_str(&format!("  reproduce: {}\n", self.reproduce));
+        s
+    }
+}
+
+impl Report {
+    /// Findings for the summary. Lost blocks are grouped per file: a mutant run can lose
+    /// thousands, and one line per file reads better than one per block.
+    fn findings_digest(&self) -> String {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut lost: BTreeMap<&str, (usize, Vec<u64>, BTreeSet<&str>)> = BTreeMap::new();
+        let mut others = Vec::new();
+        for f in &self.findings {
+            match (
+                f.class.as_str(),
+                f.detail["path"].as_str(),
+                f.detail["lblk"].as_u64(),
+            ) {
+                ("data-loss", Some(path), Some(lblk)) => {
+                    let e = lost.entry(path).or_default();
+                    e.0 += 1;
+                    if e.1.len() < 6 {
+                        e.1.push(lblk);
+                    }
+                    if let Some(kind) = f.detail["found"]["kind"].as_str() {
+                        e.2.insert(kind);
+                    }
+                }
+                _ => others.push(f),
+            }
+        }
+        let mut s = String::new();
+        for (path, (n, first, kinds)) in lost.iter().take(12) {
+            let lblks: Vec<String> = first.iter().map(u64::to_string).collect();
+            s.push_str(&format!(
+                "    [data-loss] {path}: {n} lost blocks ({}), lblk {}{}\n",
+                kinds.iter().copied().collect::<Vec<_>>().join(", "),
+                lblks.join(", "),
+                if *n > first.len() { ", ..." } else { "" }
+            ));
+        }
+        if lost.len() > 12 {
+            s.push_str(&format!(
+                "    [data-loss] ... {} more files in report.json\n",
+                lost.len() - 12
+            ));
+        }
+        for f in others.iter().take(12) {
+            s.push_str(&format!("    [{}] {}\n", f.class, f.summary));
+        }
+        if others.len() > 12 {
+            s.push_str(&format!(
+                "    ... {} more in report.json\n",
+                others.len() - 12
+            ));
+        }
         s
     }
 }
@@ -199,14 +246,27 @@ mod tests {
 
     #[test]
     fn summary_lists_findings_by_class() {
-        let f = Finding {
+        let lost = |lblk: u64| Finding {
             class: "data-loss".into(),
-            summary: "r0/f1 block 7 is a hole".into(),
+            summary: format!("r0/f1 block {lblk} is a hole"),
+            detail: serde_json::json!({"path": "r0/f1", "lblk": lblk, "found": {"kind": "hole"}}),
+        };
+        let fsck = Finding {
+            class: "fs-corruption".into(),
+            summary: "e2fsck: block bitmap differences".into(),
             detail: serde_json::json!({}),
         };
-        let s = report(Verdict::BugFound, vec![f.clone(), f]).summary();
+        let s = report(Verdict::BugFound, vec![lost(7), lost(9), fsck]).summary();
         assert!(s.starts_with("BUG-FOUND: smoke on 6.1.0-56-amd64"), "{s}");
-        assert!(s.contains("findings: 2 data-loss"), "{s}");
+        assert!(s.contains("findings: 2 data-loss, 1 fs-corruption"), "{s}");
+        assert!(
+            s.contains("[data-loss] r0/f1: 2 lost blocks (hole), lblk 7, 9\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("[fs-corruption] e2fsck: block bitmap differences"),
+            "{s}"
+        );
         let j = serde_json::to_value(report(Verdict::Pass, vec![])).unwrap();
         assert_eq!(j["verdict"], "PASS");
         assert_eq!(j["schema"], SCHEMA);

@@ -85,16 +85,29 @@ fn vm_guest_hang_times_out_with_console_tail() {
     let _l = vm_lock();
     let runs = tempfile::tempdir().unwrap();
     // One second is far too short for a migrate-mmap round under TCG: the guest "hangs".
-    let o = e4race(&["run", "migrate-mmap", "--timeout", "1", "--rounds", "1"], runs.path());
+    let o = e4race(
+        &["run", "migrate-mmap", "--timeout", "1", "--rounds", "1"],
+        runs.path(),
+    );
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let dir = run_dir(runs.path());
     let r = report(&dir);
     let err = r["error"].as_str().unwrap();
     assert!(err.contains("timed out after 1 s waiting for"), "{err}");
-    assert!(err.contains("e4race-agent: ready"), "console tail missing: {err}");
+    assert!(
+        err.contains("e4race-agent: ready"),
+        "console tail missing: {err}"
+    );
     let cmdline = std::fs::read_to_string(dir.join("qemu.cmdline")).unwrap();
     assert!(cmdline.contains(dir.to_str().unwrap()));
     // No QEMU of this run survives it.
-    let ps = std::process::Command::new("pgrep").args(["-f", dir.to_str().unwrap()]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "QEMU still running: {}", String::from_utf8_lossy(&ps.stdout));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "QEMU still running: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
 }
