@@ -16,7 +16,7 @@ fn assert_stock_defrag_is_clean(kernel: &str, driver: &str, rounds: &str) {
             "--kernel",
             kernel,
             "--rounds",
-            "2",
+            rounds,
             "--seed",
             "5",
             "--driver",
