@@ -22,11 +22,11 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
                         .to_string()
                 })
                 .unwrap_or_else(|e| format!("cannot run it: {e}"));
-            println!("qemu:        {} ({v})", q.display());
+            println!("{:<20} {} ({v})", "qemu", q.display());
         }
         Err(e) => {
             ok = false;
-            println!("qemu:        MISSING: {e}");
+            println!("{:<20} MISSING: {e}", "qemu");
         }
     }
     for tool in [
@@ -42,8 +42,8 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
         "apt-get",
     ] {
         match vm::find_in_path(tool) {
-            Some(p) => println!("{tool:<12} {}", p.display()),
-            None => println!("{tool:<12} missing"),
+            Some(p) => println!("{tool:<20} {}", p.display()),
+            None => println!("{tool:<20} missing"),
         }
     }
     let cache = image::default_cache_dir();
@@ -61,6 +61,21 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
             Ok((pkg, ver)) => println!("  apt        --kernel {series}: {pkg} {ver}"),
             Err(e) => println!("  apt        --kernel {series}: {e}"),
         }
+    }
+    let root = crate::mutants::mutants_root();
+    match mutant::list(&root) {
+        Ok(ms) => {
+            for m in ms {
+                println!(
+                    "  mutant     {} (kernels {}, scenario {}): reverts \"{}\"",
+                    m.name,
+                    m.kernels.join(", "),
+                    m.scenario,
+                    m.reverts
+                );
+            }
+        }
+        Err(e) => println!("  mutants    none readable in {}: {e}", root.display()),
     }
     let kvm = std::path::Path::new("/dev/kvm").exists();
     println!("/dev/kvm:    {}", if kvm { "present" } else { "absent" });
