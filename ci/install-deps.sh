@@ -14,6 +14,8 @@ $SUDO apt-get update -q
 # gcc, make, libc6-dev, pahole, bc, flex, bison, libelf-dev, libssl-dev: building ext4 mutants
 #                  out of tree against Debian's headers (pahole: BTF for 6.12 modules)
 # patch, xz-utils: applying mutant patches, unpacking linux-source
+# chromium:        the test that renders report.html headless and checks the screenshot
 $SUDO apt-get install -y -q --no-install-recommends \
   qemu-system-x86 qemu-utils busybox-static e2fsprogs kmod cpio xz-utils \
-  gcc make libc6-dev pahole bc flex bison libelf-dev libssl-dev patch ca-certificates
+  gcc make libc6-dev pahole bc flex bison libelf-dev libssl-dev patch ca-certificates \
+  chromium

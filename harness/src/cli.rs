@@ -57,6 +57,27 @@ pub enum Cmd {
         #[arg(long)]
         size: Option<u64>,
     },
+    /// Re-generate report.html, junit.xml and evidence.json (where every lost block's data went,
+    /// per the write log) from a run directory.
+    Report {
+        /// The run directory (runs/<time>-<scenario>-<kernel>).
+        run_dir: PathBuf,
+    },
+    /// Show a file's block mapping (lblk → pblk extents) in the final disk.img, or at any point
+    /// of the write log (--at; needs a run recorded with --log-data).
+    Inspect {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The file, relative to the file system root, e.g. r0/f1.
+        #[arg(long)]
+        file: String,
+        /// Where in the log: end, mark:NAME (e.g. mark:round-0-done), seq:N, flush:N.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the mapping as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure detection: run each mutant and the stock kernel N times per scenario and kernel,
     /// and print the table (runs, detected, false positives, median time).
     Validate(crate::validate::ValidateArgs),

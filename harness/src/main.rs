@@ -4,6 +4,7 @@ mod accel;
 mod cli;
 mod console;
 mod disk;
+mod evidence;
 mod fsck;
 mod logcmd;
 mod mutants;
@@ -48,6 +49,13 @@ fn main() {
                 base,
                 size,
             } => logcmd::replay(log, &to, out, base, size),
+            Cmd::Report { run_dir } => evidence::report_cmd(&run_dir),
+            Cmd::Inspect {
+                run_dir,
+                file,
+                at,
+                json,
+            } => evidence::inspect_cmd(run_dir, &file, at.as_deref(), json),
         }
     });
     std::process::exit(code);

@@ -68,6 +68,10 @@ pub struct Report {
     pub started_at: String,
     pub duration_s: f64,
     pub boot_s: Option<f64>,
+    /// Boots that failed with a kernel error before the agent came up and were retried
+    /// (the headline of each); console-boot1.log keeps the failed boot's console.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub boot_retries: Vec<String>,
     pub error: Option<String>,
     pub findings: Vec<Finding>,
     /// Scenario-specific numbers that show what was exercised.
@@ -221,6 +225,7 @@ mod tests {
             started_at: "now".into(),
             duration_s: 1.5,
             boot_s: Some(1.0),
+            boot_retries: vec![],
             error: None,
             findings,
             evidence: serde_json::json!({"blocks": 3}),
