@@ -406,7 +406,18 @@ impl Vm {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_message(&step, left).await? {
+            let msg = match self.next_message(&step, left).await {
+                // Say the whole budget, not what was left of it for the last message.
+                Err(VmError::Timeout { step, tail, .. }) => {
+                    return Err(VmError::Timeout {
+                        step,
+                        secs: timeout.as_secs(),
+                        tail,
+                    })
+                }
+                other => other?,
+            };
+            match msg {
                 AgentMessage::Progress { text, .. } => progress(&text),
                 AgentMessage::Reply { id: rid, result } if rid == id => {
                     return result.map_err(VmError::Agent);
