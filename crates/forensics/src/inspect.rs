@@ -138,6 +138,7 @@ pub fn inspect(dir: &Path, file: &str, at: Option<&At>) -> Result<Mapping> {
                 source,
             })?;
             let sum = writelog::replay(&log, tmp.path(), &at.stop())?;
+            recover_journal(tmp.path())?;
             mapping_of(
                 tmp.path(),
                 file,
@@ -285,4 +286,41 @@ pub fn format_mapping(m: &Mapping) -> String {
         );
     }
     s
+}
+
+/// Mid-run, the newest metadata (new directories, inode updates) may sit only in the jbd2
+/// journal, not yet checkpointed to its home blocks. The state a mount would see after a crash
+/// at that point is the image with the journal replayed, so let e2fsck do exactly that and
+/// nothing else (`-E journal_only`, e2fsck(8)).
+fn recover_journal(img: &Path) -> Result<()> {
+    let needs = Ext4Image::open(img)
+        .map(|i| i.needs_recovery())
+        .unwrap_or(false);
+    if !needs {
+        return Ok(());
+    }
+    let e2fsck = oracles::find_e2fsck().map_err(|e| Error::Write {
+        path: img.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let out = std::process::Command::new(e2fsck)
+        .args(["-E", "journal_only", "-y"])
+        .arg(img)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|source| Error::Write {
+            path: img.to_path_buf(),
+            source,
+        })?;
+    // Exit codes 0 and 1 mean the journal was replayed cleanly (e2fsck(8) EXIT CODE).
+    match out.status.code() {
+        Some(0) | Some(1) => Ok(()),
+        other => Err(Error::Write {
+            path: img.to_path_buf(),
+            source: std::io::Error::other(format!(
+                "e2fsck -E journal_only exited {other:?}: {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            )),
+        }),
+    }
 }
