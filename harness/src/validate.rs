@@ -71,18 +71,28 @@ pub async fn validate(args: ValidateArgs) -> i32 {
     let mut cells = Vec::new();
     let progress = Progress::new(false);
     for kernel in &args.kernels {
-        let mut variants: Vec<Option<String>> = Vec::new();
-        if !args.no_stock {
-            variants.push(None);
-        }
+        // (scenario, mutant) cells: each mutant runs the scenario its mutant.toml names, and
+        // the stock kernel runs every scenario some selected mutant targets.
+        let mut variants: Vec<(String, Option<String>)> = Vec::new();
+        let mut scenarios: Vec<String> = Vec::new();
         for m in &all {
             let wanted = args.mutants.is_empty() || args.mutants.contains(&m.name);
             if wanted && m.kernels.iter().any(|k| k == kernel) {
-                variants.push(Some(m.name.clone()));
+                variants.push((m.scenario.clone(), Some(m.name.clone())));
+                if !scenarios.contains(&m.scenario) {
+                    scenarios.push(m.scenario.clone());
+                }
             }
         }
-        for variant in variants {
-            let scenario = "migrate-mmap".to_string();
+        if scenarios.is_empty() {
+            scenarios.push("migrate-mmap".into());
+        }
+        if !args.no_stock {
+            for (i, sc) in scenarios.iter().enumerate() {
+                variants.insert(i, (sc.clone(), None));
+            }
+        }
+        for (scenario, variant) in variants {
             let label = variant.clone().unwrap_or_else(|| "stock".into());
             let mut cell = Cell {
                 scenario: scenario.clone(),
