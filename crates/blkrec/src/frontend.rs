@@ -633,6 +633,40 @@ impl BlkClient {
         }
     }
 
+    /// Waits (up to the client timeout) until at least one of `queues` has a completion and
+    /// returns what all of them have, tagged with the queue index. Lets one thread drive
+    /// several queues without busy polling.
+    pub fn wait_any(&mut self, queues: &[usize]) -> Result<Vec<(usize, Completion)>> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let mut got = Vec::new();
+            for &q in queues {
+                got.extend(self.poll(q)?.into_iter().map(|c| (q, c)));
+            }
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(FrontendError::Timeout(self.timeout));
+            }
+            let mut pfds = Vec::with_capacity(queues.len());
+            for &q in queues {
+                pfds.push(libc::pollfd {
+                    fd: self.queue(q)?.call.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let ms = left.as_millis().min(100) as libc::c_int;
+            // SAFETY: poll(2) on a valid array of `pfds.len()` pollfds.
+            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms.max(1)) };
+            for &q in queues {
+                let _ = self.queue(q)?.call.read();
+            }
+        }
+    }
+
     /// Submits `op`, kicks, and waits for it.
     pub fn execute(&mut self, q: usize, op: BlkOp<'_>) -> Result<Completion> {
         let token = self.submit(q, op)?;
