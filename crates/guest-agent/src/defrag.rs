@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 
@@ -134,12 +135,29 @@ fn race_one_file(
     // Interleave allocation: a chunk of the file, synced, then a chunk of filler, synced, so
     // the file's extents are short and defrag has work to do. Every fourth chunk (by the
     // seed) stays a hole for the writers to fill.
+    // With `prealloc`, half of the holes are fallocated instead: unwritten extents, which
+    // MOVE_EXT swaps without copying once it has re-checked them under the folio lock
+    // (move_extent_per_page(), `if (unwritten)`).
     let mut prefilled = Vec::new();
     let mut holes = Vec::new();
+    let mut unwritten = Vec::new();
     let mut buf = [0u8; TAG_BLOCK_SIZE];
     let junk = [0x5au8; TAG_BLOCK_SIZE];
     for c in 0..nblocks / CHUNK {
-        let hole = c > 0 && splitmix(mix ^ c) % 4 == 0;
+        let pick = splitmix(mix ^ c);
+        let hole = c > 0 && pick % 4 == 0;
+        if hole && p.prealloc && (pick >> 8) % 2 == 0 {
+            nix::fcntl::fallocate(
+                f.as_raw_fd(),
+                nix::fcntl::FallocateFlags::empty(),
+                (c * CHUNK * TAG_BLOCK_SIZE as u64) as i64,
+                (CHUNK * TAG_BLOCK_SIZE as u64) as i64,
+            )
+            .map_err(|e| errno_err(format!("fallocate {path}"), e))?;
+            f.sync_data()
+                .map_err(|e| io_err(format!("fdatasync {path}"), e))?;
+            unwritten.extend(c * CHUNK..(c + 1) * CHUNK);
+        }
         for lblk in c * CHUNK..(c + 1) * CHUNK {
             if hole {
                 holes.push(lblk);
@@ -185,6 +203,16 @@ fn race_one_file(
         state = splitmix(state);
         plan.swap(i, (state % (i as u64 + 1)) as usize);
     }
+    // Aimed stores follow the mover: ascending, each one released only once the current
+    // MOVE_EXT call covers its block, so it lands in the range being moved, just ahead of
+    // the page the kernel is working on.
+    let aim = p.aim && p.driver == DefragDriver::MoveExt;
+    if aim {
+        plan.sort_unstable();
+    }
+    let step = p.move_blocks.max(1);
+    // First block of the MOVE_EXT call in progress (u64::MAX once the moves are done).
+    let cursor = AtomicU64::new(0);
 
     let donor_path = format!("{dir}/donor{file_id}");
     let donor = create(&donor_path)?;
@@ -215,16 +243,20 @@ fn race_one_file(
     let ptr = MapPtr(map.as_ptr() as *mut u8);
     let writers = p.writers.max(1) as usize;
     let barrier = Barrier::new(writers + 1);
+    let moving = AtomicBool::new(true);
     let (stores, moves) = std::thread::scope(|s| {
         let hs: Vec<_> = (0..writers)
             .map(|w| {
                 let mine: Vec<(u64, u32)> = plan.iter().copied().skip(w).step_by(writers).collect();
-                let (ptr, barrier) = (&ptr, &barrier);
+                let (ptr, barrier, cursor) = (&ptr, &barrier, &cursor);
                 s.spawn(move || {
                     let mut block = [0u8; TAG_BLOCK_SIZE];
                     let mut out = Vec::with_capacity(mine.len());
                     barrier.wait();
                     for (lblk, generation) in mine {
+                        while aim && lblk >= cursor.load(Ordering::Acquire).saturating_add(step) {
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                        }
                         tag(lblk, generation).encode(&mut block);
                         let t = now_ns();
                         // SAFETY: lblk < nblocks, inside the mapping; pages are disjoint per writer.
@@ -241,11 +273,28 @@ fn race_one_file(
                 })
             })
             .collect();
+        if p.flush_ms > 0 {
+            let (f, moving) = (&f, &moving);
+            s.spawn(move || {
+                // Start writeback without waiting for it (SYNC_FILE_RANGE_WRITE), so the
+                // writers' pages go to disk, and unwritten extents convert at I/O completion
+                // (ext4_end_io_rsv_work), while the moves run.
+                while moving.load(Ordering::Relaxed) {
+                    // SAFETY: plain syscall on an open fd; failures only mean less writeback.
+                    let _ = unsafe {
+                        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+                    };
+                    std::thread::sleep(std::time::Duration::from_millis(u64::from(p.flush_ms)));
+                }
+            });
+        }
         barrier.wait();
         let moves = match p.driver {
-            DefragDriver::MoveExt => move_ranges(&f, &donor, nblocks, p.move_blocks.max(1)),
+            DefragDriver::MoveExt => move_ranges(&f, &donor, nblocks, step, &cursor),
             DefragDriver::E4defrag => vec![run_e4defrag(&path, nblocks)],
         };
+        moving.store(false, Ordering::Relaxed);
+        cursor.store(u64::MAX, Ordering::Release);
         let stores: Vec<(u64, u32, u64)> = hs
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_default())
@@ -274,6 +323,7 @@ fn race_one_file(
         overwrite_t_ns: stores.iter().filter(|s| s.1 == 1).map(|s| s.2).collect(),
         moves,
         extents_before,
+        unwritten_lblks: unwritten,
     };
     check_postconditions(&f, size, &tag, p.driver == DefragDriver::MoveExt, &mut r)?;
     Ok(r)
@@ -281,11 +331,18 @@ fn race_one_file(
 
 /// EXT4_IOC_MOVE_EXT over the whole file, `step` blocks per call, donor offset = file offset
 /// (the kernel wants both starts at the same offset within a page, mext_check_arguments()).
-fn move_ranges(f: &File, donor: &File, nblocks: u64, step: u64) -> Vec<MoveCall> {
+fn move_ranges(
+    f: &File,
+    donor: &File,
+    nblocks: u64,
+    step: u64,
+    cursor: &AtomicU64,
+) -> Vec<MoveCall> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < nblocks {
         let len = step.min(nblocks - start);
+        cursor.store(start, Ordering::Release);
         let mut me = MoveExtent {
             donor_fd: donor.as_raw_fd() as u32,
             orig_start: start,

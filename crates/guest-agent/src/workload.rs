@@ -291,6 +291,7 @@ fn race_one_file(
         overwrite_t_ns: Vec::new(),
         moves: Vec::new(),
         extents_before: 0,
+        unwritten_lblks: Vec::new(),
     };
     check_postconditions(&f, size, tag, &mut record)?;
     Ok(record)

@@ -161,6 +161,7 @@ mod tests {
                 overwrite_t_ns: vec![],
                 moves: vec![],
                 extents_before: 0,
+                unwritten_lblks: Vec::new(),
             }],
         }];
         let klog = crate::kernel_log::scan_kernel_log("[ 1.0] EXT4-fs error (device vda): x\n");

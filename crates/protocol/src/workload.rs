@@ -74,7 +74,7 @@ pub struct RoundRecord {
 }
 
 /// One file of one round: what was written, when, and what the migration said.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub file_id: u32,
     /// Path relative to the file system's root, e.g. `r3/f1`.
@@ -106,6 +106,10 @@ pub struct FileRecord {
     /// FIEMAP extent count before the race (defrag-mmap: how fragmented the file was).
     #[serde(default)]
     pub extents_before: u32,
+    /// Hole blocks that were fallocated (unwritten extents) before the race (defrag-mmap
+    /// `prealloc`); the writers' stores initialise them.
+    #[serde(default)]
+    pub unwritten_lblks: Vec<u64>,
 }
 
 /// One EXT4_IOC_MOVE_EXT call (`struct move_extent`, fs/ext4/ext4.h), or one e4defrag run.
@@ -151,6 +155,20 @@ pub struct DefragMmapParams {
     pub rounds: u32,
     pub duration_s: u32,
     pub driver: DefragDriver,
+    /// Half of the holes (by the seed) are fallocated before the race: unwritten extents that
+    /// the writers initialise while MOVE_EXT takes its no-copy path for unwritten ranges
+    /// (move_extent_per_page(), `if (unwritten)`).
+    #[serde(default)]
+    pub prealloc: bool,
+    /// While moves run, a flusher starts writeback of the file every this many ms
+    /// (sync_file_range), so stored pages reach the disk and unwritten extents are converted
+    /// mid-move; 0 leaves writeback to the kernel.
+    #[serde(default)]
+    pub flush_ms: u32,
+    /// Writers store in ascending order, each store held back until the MOVE_EXT call in
+    /// progress covers its block, so stores land in the range being moved.
+    #[serde(default)]
+    pub aim: bool,
 }
 
 /// One migration call and its window on CLOCK_MONOTONIC.
@@ -276,6 +294,7 @@ mod tests {
                 ..Default::default()
             }],
             extents_before: 0,
+            unwritten_lblks: Vec::new(),
         };
         assert_eq!(f.writes_in_window(), 1);
         assert_eq!(f.writes_in_move_windows(), 2);

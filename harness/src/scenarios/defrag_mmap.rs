@@ -43,6 +43,19 @@ pub struct DefragMmapArgs {
     /// The EXT4_IOC_MOVE_EXT driver (move-ext) or the real e4defrag (e4defrag).
     #[arg(long, value_enum, default_value = "move-ext")]
     pub driver: DefragDriverArg,
+    /// Fallocate half of the holes first (unwritten extents the writers then initialise;
+    /// MOVE_EXT swaps unwritten ranges without copying). --prealloc=false for plain holes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub prealloc: bool,
+    /// Start writeback of each raced file every N ms while moves run (0: leave it to the
+    /// kernel), so stores reach the disk and unwritten extents convert mid-move.
+    #[arg(long, default_value_t = 5)]
+    pub flush_ms: u32,
+    /// Aim the writers at the mover: stores go in ascending order, each held back until the
+    /// MOVE_EXT call in progress covers its block (move-ext driver only). --aim=false for a
+    /// random store order that ignores the mover.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub aim: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
@@ -68,6 +81,9 @@ impl DefragMmapArgs {
                 DefragDriverArg::MoveExt => DefragDriver::MoveExt,
                 DefragDriverArg::E4defrag => DefragDriver::E4defrag,
             },
+            prealloc: self.prealloc,
+            flush_ms: self.flush_ms,
+            aim: self.aim,
         }
     }
 
@@ -100,6 +116,10 @@ impl DefragMmapArgs {
                 DefragDriverArg::MoveExt => "move-ext".into(),
                 DefragDriverArg::E4defrag => "e4defrag".into(),
             },
+            format!("--prealloc={}", self.prealloc),
+            "--flush-ms".into(),
+            self.flush_ms.to_string(),
+            format!("--aim={}", self.aim),
         ]
     }
 }

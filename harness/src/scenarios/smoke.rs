@@ -105,6 +105,7 @@ pub async fn drive(
             overwrite_t_ns: vec![],
             moves: vec![],
             extents_before: 0,
+            unwritten_lblks: Vec::new(),
         }],
     }];
     let content = crate::oracle_glue::content(&ctx.disk.image, run_id, rounds.clone()).await?;

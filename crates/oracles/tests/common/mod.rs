@@ -103,6 +103,7 @@ pub fn records(specs: &[Spec]) -> Vec<RoundRecord> {
             overwrite_t_ns: vec![],
             moves: vec![],
             extents_before: 0,
+            unwritten_lblks: Vec::new(),
         };
         match rounds.iter_mut().find(|r| r.round == s.round) {
             Some(r) => r.files.push(rec),
