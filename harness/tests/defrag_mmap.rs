@@ -37,6 +37,19 @@ fn assert_stock_defrag_is_clean(kernel: &str, driver: &str, rounds: &str) {
         ev["overwrites"].as_u64().unwrap() > 0 && ev["hole_fills"].as_u64().unwrap() > 0,
         "{r}"
     );
+    if driver == "move-ext" {
+        // Aimed writers: stores land in the very range MOVE_EXT is swapping, including
+        // fills of preallocated (unwritten) blocks, the no-copy path of
+        // move_extent_per_page().
+        assert!(
+            ev["stores_into_range_being_moved"].as_u64().unwrap() > 0
+                && ev["unwritten_fills_into_range_being_moved"]
+                    .as_u64()
+                    .unwrap()
+                    > 0,
+            "aimed race not exercised: {r}"
+        );
+    }
     assert!(
         ev["mean_extents_before"].as_f64().unwrap() > ev["mean_extents_after"].as_f64().unwrap(),
         "defrag had nothing to do: {r}"

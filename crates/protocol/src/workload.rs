@@ -222,6 +222,34 @@ impl FileRecord {
             .count()
     }
 
+    /// Stores (hole fills and overwrites) whose block was inside the range of the
+    /// MOVE_EXT call running at that moment, and of those, the ones into a fallocated
+    /// (unwritten) block: the narrow race move_extent_per_page() guards with the folio lock
+    /// and its unwritten re-check.
+    pub fn stores_in_covering_move(&self) -> (usize, usize) {
+        let unwritten: std::collections::BTreeSet<u64> =
+            self.unwritten_lblks.iter().copied().collect();
+        let stores = self
+            .hole_lblks
+            .iter()
+            .zip(&self.hole_t_ns)
+            .chain(self.overwrites.iter().zip(&self.overwrite_t_ns));
+        let mut covered = (0, 0);
+        for (&lblk, &t) in stores {
+            let inside = self.moves.iter().any(|m| {
+                t >= m.start_ns
+                    && t <= m.end_ns
+                    && lblk >= m.orig_start
+                    && lblk < m.orig_start.saturating_add(m.len)
+            });
+            if inside {
+                covered.0 += 1;
+                covered.1 += usize::from(unwritten.contains(&lblk));
+            }
+        }
+        covered
+    }
+
     /// How many hole stores landed inside the migration window.
     pub fn writes_in_window(&self) -> usize {
         self.hole_t_ns
@@ -301,5 +329,30 @@ mod tests {
         assert_eq!(f.acknowledged_generations().get(&0), Some(&1));
         assert_eq!(f.acknowledged_generations().get(&3), Some(&0));
         assert_eq!(f.acknowledged().collect::<Vec<_>>(), vec![0, 1, 3, 5]);
+    }
+
+    #[test]
+    fn covering_move_needs_both_the_time_and_the_range() {
+        let mv = |start_ns, end_ns, orig_start, len| MoveCall {
+            start_ns,
+            end_ns,
+            orig_start,
+            donor_start: orig_start,
+            len,
+            ..Default::default()
+        };
+        let f = FileRecord {
+            // lblk 8 at t=15: inside move [0,16) running 10..20 -> covered, unwritten.
+            // lblk 20 at t=15: at that time only [0,16) runs -> not covered.
+            // lblk 17 at t=25: move [16,32) runs 21..30 -> covered, written.
+            hole_lblks: vec![8, 20],
+            hole_t_ns: vec![15, 15],
+            overwrites: vec![17],
+            overwrite_t_ns: vec![25],
+            moves: vec![mv(10, 20, 0, 16), mv(21, 30, 16, 16)],
+            unwritten_lblks: vec![8, 9, 20],
+            ..Default::default()
+        };
+        assert_eq!(f.stores_in_covering_move(), (2, 1));
     }
 }

@@ -167,12 +167,19 @@ fn evidence(r: &MigrateMmapResult, fsck: &oracles::E2fsckReport) -> serde_json::
         };
         *errors.entry(k).or_default() += 1;
     }
+    let covered = files
+        .iter()
+        .map(|f| f.stores_in_covering_move())
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     serde_json::json!({
         "rounds": r.rounds.len(),
         "files": files.len(),
         "hole_fills": files.iter().map(|f| f.hole_lblks.len()).sum::<usize>(),
         "overwrites": files.iter().map(|f| f.overwrites.len()).sum::<usize>(),
         "stores_inside_move_windows": files.iter().map(|f| f.writes_in_move_windows()).sum::<usize>(),
+        "stores_into_range_being_moved": covered.0,
+        "unwritten_fills_into_range_being_moved": covered.1,
+        "preallocated_blocks": files.iter().map(|f| f.unwritten_lblks.len()).sum::<usize>(),
         "moves": errors,
         "mean_extents_before": (files.iter().map(|f| f64::from(f.extents_before)).sum::<f64>() / files.len().max(1) as f64).round(),
         "mean_extents_after": (files.iter().map(|f| f64::from(f.migrate.extents_after)).sum::<f64>() / files.len().max(1) as f64).round(),
