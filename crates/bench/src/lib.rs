@@ -113,7 +113,7 @@ impl Default for BenchConfig {
     fn default() -> Self {
         BenchConfig {
             size_mib: 256,
-            limit: Limit::Duration(Duration::from_secs(3)),
+            limit: Limit::Duration(Duration::from_secs(5)),
             workloads: Workload::ALL.to_vec(),
             queues: vec![1, 2],
             peers: PeerKind::ALL.to_vec(),

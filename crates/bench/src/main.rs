@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     size_mib: u64,
     /// Seconds per workload.
-    #[arg(long, default_value_t = 3.0, value_name = "S", conflicts_with = "ops")]
+    #[arg(long, default_value_t = 5.0, value_name = "S", conflicts_with = "ops")]
     duration_s: f64,
     /// Requests per workload (all queues together) instead of a duration.
     #[arg(long, value_name = "N")]
@@ -65,8 +65,10 @@ struct Args {
     /// Also write every raw number as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Directory for images, sockets and logs (default: a temporary directory). Needs
-    /// about 2 × --size-mib free (image + log) at a time.
+    /// Directory for images, sockets and logs (default: a temporary directory). One peer's
+    /// files exist at a time: the image, plus for blkrec-data and qsd-logwrites a log of
+    /// everything written (1-2 GiB each with the default duration; deleted after each peer
+    /// unless --keep).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Keep each peer's image, log and stderr in --dir.

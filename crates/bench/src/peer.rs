@@ -385,7 +385,7 @@ impl PeerProcess {
                 return s;
             }
         }
-        terminate(&mut child, self.pid);
+        terminate(self.pid);
         match wait_for(&mut child, grace) {
             Some(s) => s,
             None => {
@@ -404,7 +404,7 @@ impl PeerProcess {
     }
 }
 
-fn terminate(_child: &mut Child, pid: u32) {
+fn terminate(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -416,7 +416,7 @@ fn terminate(_child: &mut Child, pid: u32) {
 impl Drop for PeerProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            terminate(&mut child, self.pid);
+            terminate(self.pid);
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_secs(2) {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -482,5 +482,9 @@ mod tests {
             assert_eq!(p.name().parse::<PeerKind>(), Ok(p));
         }
         assert!("nope".parse::<PeerKind>().is_err());
+        for p in PeerKind::ALL {
+            let j = serde_json::to_string(&p).expect("serialize");
+            assert_eq!(j, format!("\"{}\"", p.name()));
+        }
     }
 }

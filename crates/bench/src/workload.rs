@@ -18,18 +18,22 @@ const SECTORS_PER_BLOCK: u64 = (BLOCK / 512) as u64;
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// 4 KiB random writes, QD1.
+    #[serde(rename = "randwrite-4k-qd1")]
     RandWrite4kQd1,
     /// 4 KiB random writes, QD32.
+    #[serde(rename = "randwrite-4k-qd32")]
     RandWrite4kQd32,
     /// 1 MiB sequential writes, QD4.
+    #[serde(rename = "seqwrite-1m-qd4")]
     SeqWrite1mQd4,
     /// 4 KiB random reads, QD32.
+    #[serde(rename = "randread-4k-qd32")]
     RandRead4kQd32,
     /// Groups of 8 4 KiB random writes (in flight together), then a flush once all 8 have
     /// completed; the next group starts when the flush has completed.
+    #[serde(rename = "flush-every-8")]
     FlushEvery8,
 }
 
@@ -509,6 +513,10 @@ mod tests {
             assert_eq!(w.name().parse::<Workload>(), Ok(w));
         }
         assert!("x".parse::<Workload>().is_err());
+        for w in Workload::ALL {
+            let j = serde_json::to_string(&w).expect("serialize");
+            assert_eq!(j, format!("\"{}\"", w.name()));
+        }
     }
 
     #[test]
