@@ -3,21 +3,18 @@
 //! tag generation (ext4-race-catalog.md §2, entries 11-18).
 
 use std::fs::{File, OpenOptions};
-use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Barrier;
-use std::time::Instant;
 
 use e4race_protocol::{
     splitmix, BlockContent, BlockTag, DefragDriver, DefragMmapParams, FileRecord, MigrateCall,
-    MigrateMmapResult, MoveCall, PostconditionFailure, RoundRecord, TAG_BLOCK_SIZE,
+    MigrateMmapResult, MoveCall, PostconditionFailure, TAG_BLOCK_SIZE,
 };
-use nix::sys::mman::{mmap, msync, munmap, MapFlags, MsFlags, ProtFlags};
 
+use crate::race::{self, SharedMap};
 use crate::workload::fiemap_blocks;
-use crate::{err, errno_err, io_err, now_ns, AResult};
+use crate::{errno_err, io_err, now_ns, AResult};
 
 /// `struct move_extent` (include/uapi/linux/ext4.h / fs/ext4/ext4.h).
 #[repr(C)]
@@ -38,63 +35,35 @@ nix::ioctl_readwrite!(ext4_ioc_move_ext, b'f', 15, MoveExtent);
 /// on disk with chunks of a filler file that is deleted afterwards.
 const CHUNK: u64 = 8;
 
-struct MapPtr(*mut u8);
-// SAFETY: the mapping outlives every writer thread (joined in a scope) and writers store to
-// disjoint pages.
-unsafe impl Send for MapPtr {}
-unsafe impl Sync for MapPtr {}
-
 pub fn defrag_mmap(
     p: &DefragMmapParams,
     progress: &mut dyn FnMut(String),
 ) -> AResult<MigrateMmapResult> {
-    let start = Instant::now();
-    let mut rounds = Vec::new();
-    for round in 0..p.rounds {
-        if p.duration_s > 0 && start.elapsed().as_secs() >= u64::from(p.duration_s) {
-            progress(format!(
-                "duration {} s reached after {round} rounds",
-                p.duration_s
-            ));
-            break;
-        }
-        let rel_dir = format!("r{round}");
-        let dir = format!("{}/{rel_dir}", p.dir);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("mkdir {dir}"), e))?;
-        let files: Vec<AResult<FileRecord>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..p.files)
-                .map(|file_id| {
-                    let rel = format!("{rel_dir}/f{file_id}");
-                    let dir = dir.clone();
-                    s.spawn(move || race_one_file(p, round, file_id, rel, &dir))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(err("race thread", "panicked")))
-                })
-                .collect()
-        });
-        let files = files.into_iter().collect::<AResult<Vec<_>>>()?;
-        let stores: usize = files
-            .iter()
-            .map(|f| f.hole_lblks.len() + f.overwrites.len())
-            .sum();
-        let in_window: usize = files.iter().map(FileRecord::writes_in_move_windows).sum();
-        let calls: usize = files.iter().map(|f| f.moves.len()).sum();
-        let failed: usize = files
-            .iter()
-            .flat_map(|f| f.moves.iter())
-            .filter(|m| m.error != 0)
-            .count();
-        let post: usize = files.iter().map(|f| f.postconditions.len()).sum();
-        progress(format!(
-            "round {round}: {stores} stores, {in_window} inside move windows, {calls} moves ({failed} failed), {post} postcondition failures"
-        ));
-        rounds.push(RoundRecord { round, files });
-    }
-    Ok(MigrateMmapResult { rounds })
+    race::rounds(
+        &p.dir,
+        p.rounds,
+        p.files,
+        p.duration_s,
+        progress,
+        |round, file_id, rel, dir| race_one_file(p, round, file_id, rel, dir),
+        |round, files| {
+            let stores: usize = files
+                .iter()
+                .map(|f| f.hole_lblks.len() + f.overwrites.len())
+                .sum();
+            let in_window: usize = files.iter().map(FileRecord::writes_in_move_windows).sum();
+            let calls: usize = files.iter().map(|f| f.moves.len()).sum();
+            let failed: usize = files
+                .iter()
+                .flat_map(|f| f.moves.iter())
+                .filter(|m| m.error != 0)
+                .count();
+            let post: usize = files.iter().map(|f| f.postconditions.len()).sum();
+            format!(
+                "round {round}: {stores} stores, {in_window} inside move windows, {calls} moves ({failed} failed), {post} postcondition failures"
+            )
+        },
+    )
 }
 
 fn create(path: &str) -> AResult<File> {
@@ -227,100 +196,59 @@ fn race_one_file(
         .map_err(|e| errno_err(format!("fallocate {donor_path}"), e))?;
     }
 
-    let len = NonZeroUsize::new(size as usize).ok_or_else(|| err("mmap", "empty file"))?;
-    // SAFETY: a fresh shared mapping of our own file, unmapped after all writers joined.
-    let map = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-            &f,
-            0,
-        )
-    }
-    .map_err(|e| errno_err(format!("mmap {path}"), e))?;
-    let ptr = MapPtr(map.as_ptr() as *mut u8);
-    let writers = p.writers.max(1) as usize;
-    let barrier = Barrier::new(writers + 1);
+    let map = SharedMap::new(&f, &path, size)?;
     let moving = AtomicBool::new(true);
-    let (stores, moves) = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..writers)
-            .map(|w| {
-                let mine: Vec<(u64, u32)> = plan.iter().copied().skip(w).step_by(writers).collect();
-                let (ptr, barrier, cursor) = (&ptr, &barrier, &cursor);
-                s.spawn(move || {
-                    let mut block = [0u8; TAG_BLOCK_SIZE];
-                    let mut out = Vec::with_capacity(mine.len());
-                    barrier.wait();
-                    for (lblk, generation) in mine {
-                        while aim && lblk >= cursor.load(Ordering::Acquire).saturating_add(step) {
-                            std::thread::sleep(std::time::Duration::from_micros(200));
-                        }
-                        tag(lblk, generation).encode(&mut block);
-                        let t = now_ns();
-                        // SAFETY: lblk < nblocks, inside the mapping; pages are disjoint per writer.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                block.as_ptr(),
-                                ptr.0.add((lblk as usize) * TAG_BLOCK_SIZE),
-                                TAG_BLOCK_SIZE,
-                            )
-                        };
-                        out.push((lblk, generation, t));
-                    }
-                    out
-                })
-            })
-            .collect();
-        if p.flush_ms > 0 {
-            let (f, moving) = (&f, &moving);
-            s.spawn(move || {
-                // Start writeback without waiting for it (SYNC_FILE_RANGE_WRITE), so the
-                // writers' pages go to disk, and unwritten extents convert at I/O completion
-                // (ext4_end_io_rsv_work), while the moves run.
-                while moving.load(Ordering::Relaxed) {
-                    // SAFETY: plain syscall on an open fd; failures only mean less writeback.
-                    let _ = unsafe {
-                        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
-                    };
-                    std::thread::sleep(std::time::Duration::from_millis(u64::from(p.flush_ms)));
-                }
-            });
+    let gate = |lblk: u64| {
+        while aim && lblk >= cursor.load(Ordering::Acquire).saturating_add(step) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
-        barrier.wait();
-        let moves = match p.driver {
-            DefragDriver::MoveExt => move_ranges(&f, &donor, nblocks, step, &cursor),
-            DefragDriver::E4defrag => vec![run_e4defrag(&path, nblocks)],
-        };
-        moving.store(false, Ordering::Relaxed);
-        cursor.store(u64::MAX, Ordering::Release);
-        let stores: Vec<(u64, u32, u64)> = hs
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect();
-        (stores, moves)
-    });
-    // SAFETY: every writer has been joined.
-    let synced_map = unsafe { msync(map, size as usize, MsFlags::MS_SYNC) }.is_ok();
-    // SAFETY: as above; the pointer is not used after this.
-    let _ = unsafe { munmap(map, size as usize) };
-    let synced = synced_map && f.sync_all().is_ok();
+    };
+    let (stores, moves) = race::race_writers(&map, &plan, p.writers as usize, &tag, &gate, || {
+        std::thread::scope(|s| {
+            if p.flush_ms > 0 {
+                let (f, moving) = (&f, &moving);
+                s.spawn(move || {
+                    // Start writeback without waiting for it (SYNC_FILE_RANGE_WRITE), so the
+                    // writers' pages go to disk, and unwritten extents convert at I/O
+                    // completion (ext4_end_io_rsv_work), while the moves run.
+                    while moving.load(Ordering::Relaxed) {
+                        // SAFETY: plain syscall on an open fd; a failure only means less
+                        // writeback.
+                        let _ = unsafe {
+                            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+                        };
+                        std::thread::sleep(std::time::Duration::from_millis(u64::from(p.flush_ms)));
+                    }
+                });
+            }
+            let moves = match p.driver {
+                DefragDriver::MoveExt => move_ranges(&f, &donor, nblocks, step, &cursor),
+                DefragDriver::E4defrag => vec![run_e4defrag(&path, nblocks)],
+            };
+            moving.store(false, Ordering::Relaxed);
+            // Releases aimed writers still waiting for a range (none should be left).
+            cursor.store(u64::MAX, Ordering::Release);
+            moves
+        })
+    })?;
+    let synced = map.sync_and_unmap() && f.sync_all().is_ok();
     drop(donor);
     let _ = std::fs::remove_file(&donor_path);
 
+    let (fills, overwrites): (Vec<&race::Store>, Vec<&race::Store>) =
+        stores.iter().partition(|s| s.generation == 0);
     let mut r = FileRecord {
         file_id,
         path: rel,
         ino,
         prefilled,
-        hole_lblks: stores.iter().filter(|s| s.1 == 0).map(|s| s.0).collect(),
-        hole_t_ns: stores.iter().filter(|s| s.1 == 0).map(|s| s.2).collect(),
+        hole_lblks: fills.iter().map(|s| s.lblk).collect(),
+        hole_t_ns: fills.iter().map(|s| s.t_ns).collect(),
         synced,
         migrate: MigrateCall::default(),
         postconditions: Vec::new(),
-        overwrites: stores.iter().filter(|s| s.1 == 1).map(|s| s.0).collect(),
-        overwrite_t_ns: stores.iter().filter(|s| s.1 == 1).map(|s| s.2).collect(),
+        overwrites: overwrites.iter().map(|s| s.lblk).collect(),
+        overwrite_t_ns: overwrites.iter().map(|s| s.t_ns).collect(),
         moves,
         extents_before,
         unwritten_lblks: unwritten,

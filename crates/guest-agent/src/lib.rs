@@ -6,6 +6,7 @@
 //! as a line starting with [`CONSOLE_ERROR_PREFIX`], which the host turns into a clear error.
 
 pub mod defrag;
+pub mod race;
 mod sys;
 pub mod workload;
 

@@ -1,18 +1,15 @@
 //! The race workloads.
 
 use std::fs::{File, OpenOptions};
-use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::Barrier;
-use std::time::Instant;
 
 use e4race_protocol::{
     splitmix, BlockContent, BlockTag, FileRecord, MigrateCall, MigrateDriver, MigrateMmapParams,
-    MigrateMmapResult, PostconditionFailure, RoundRecord, TAG_BLOCK_SIZE,
+    MigrateMmapResult, PostconditionFailure, TAG_BLOCK_SIZE,
 };
-use nix::sys::mman::{mmap, msync, munmap, MapFlags, MsFlags, ProtFlags};
 
+use crate::race::{self, SharedMap};
 use crate::{err, errno_err, io_err, now_ns, AResult};
 
 /// EXT4_EXTENTS_FL (include/uapi/linux/fs.h FS_EXTENT_FL): the inode is extent-mapped.
@@ -94,56 +91,29 @@ pub fn fiemap_blocks(f: &File, size: u64) -> AResult<(Vec<(u64, u64)>, u32)> {
     Ok((ranges, count))
 }
 
-struct MapPtr(*mut u8);
-// SAFETY: the mapping outlives every thread that writes through it (joined in a scope), and
-// the threads write disjoint pages.
-unsafe impl Send for MapPtr {}
-unsafe impl Sync for MapPtr {}
-
 /// Runs every round, on fresh files each time.
 pub fn migrate_mmap(
     p: &MigrateMmapParams,
     progress: &mut dyn FnMut(String),
 ) -> AResult<MigrateMmapResult> {
-    let start = Instant::now();
-    let mut rounds = Vec::new();
-    for round in 0..p.rounds {
-        if p.duration_s > 0 && start.elapsed().as_secs() >= u64::from(p.duration_s) {
-            progress(format!(
-                "duration {} s reached after {round} rounds",
-                p.duration_s
-            ));
-            break;
-        }
-        let rel_dir = format!("r{round}");
-        let dir = format!("{}/{rel_dir}", p.dir);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("mkdir {dir}"), e))?;
-        let files: Vec<AResult<FileRecord>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..p.files)
-                .map(|file_id| {
-                    let rel = format!("{rel_dir}/f{file_id}");
-                    s.spawn(move || race_one_file(p, round, file_id, rel))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(err("race thread", "panicked")))
-                })
-                .collect()
-        });
-        let files = files.into_iter().collect::<AResult<Vec<_>>>()?;
-        let in_window: usize = files.iter().map(FileRecord::writes_in_window).sum();
-        let writes: usize = files.iter().map(|f| f.hole_lblks.len()).sum();
-        let ok = files.iter().filter(|f| f.migrate.error == 0).count();
-        let post: usize = files.iter().map(|f| f.postconditions.len()).sum();
-        progress(format!(
-            "round {round}: {writes} hole writes, {in_window} inside migration windows, {ok}/{} migrations succeeded, {post} postcondition failures",
-            files.len()
-        ));
-        rounds.push(RoundRecord { round, files });
-    }
-    Ok(MigrateMmapResult { rounds })
+    race::rounds(
+        &p.dir,
+        p.rounds,
+        p.files,
+        p.duration_s,
+        progress,
+        |round, file_id, rel, _dir| race_one_file(p, round, file_id, rel),
+        |round, files| {
+            let in_window: usize = files.iter().map(FileRecord::writes_in_window).sum();
+            let writes: usize = files.iter().map(|f| f.hole_lblks.len()).sum();
+            let ok = files.iter().filter(|f| f.migrate.error == 0).count();
+            let post: usize = files.iter().map(|f| f.postconditions.len()).sum();
+            format!(
+                "round {round}: {writes} hole writes, {in_window} inside migration windows, {ok}/{} migrations succeeded, {post} postcondition failures",
+                files.len()
+            )
+        },
+    )
 }
 
 fn race_one_file(
@@ -209,63 +179,17 @@ fn race_one_file(
     }
     let flags_before = get_flags(&f)? as u32;
 
-    let len = NonZeroUsize::new(size as usize).ok_or_else(|| err("mmap", "empty file"))?;
-    // SAFETY: a fresh shared mapping of our own file; unmapped below after all writers joined.
-    let map = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-            &f,
-            0,
-        )
-    }
-    .map_err(|e| errno_err(format!("mmap {path}"), e))?;
-    let ptr = MapPtr(map.as_ptr() as *mut u8);
-    let writers = p.writers.max(1) as usize;
-    let barrier = Barrier::new(writers + 1);
-    let (stores, migrate) = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..writers)
-            .map(|w| {
-                let mine: Vec<u64> = holes.iter().copied().skip(w).step_by(writers).collect();
-                let (ptr, barrier) = (&ptr, &barrier);
-                s.spawn(move || {
-                    let mut block = [0u8; TAG_BLOCK_SIZE];
-                    let mut out = Vec::with_capacity(mine.len());
-                    barrier.wait();
-                    for lblk in mine {
-                        tag(lblk).encode(&mut block);
-                        let t = now_ns();
-                        // SAFETY: lblk < nblocks, so the page lies inside the mapping; each
-                        // writer owns disjoint pages. The first store faults the hole page in
-                        // and allocates its block (ext4_page_mkwrite with nodelalloc).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                block.as_ptr(),
-                                ptr.0.add((lblk as usize) * TAG_BLOCK_SIZE),
-                                TAG_BLOCK_SIZE,
-                            )
-                        };
-                        out.push((lblk, t));
-                    }
-                    out
-                })
-            })
-            .collect();
-        barrier.wait();
-        let m = migrate_once(&f, &path, p.driver);
-        let stores: Vec<(u64, u64)> = hs
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect();
-        (stores, m)
-    });
-    // SAFETY: every writer has been joined.
-    let synced_map = unsafe { msync(map, size as usize, MsFlags::MS_SYNC) }.is_ok();
-    // SAFETY: as above; the pointer is not used after this.
-    let _ = unsafe { munmap(map, size as usize) };
-    let synced = synced_map && f.sync_all().is_ok();
+    let map = SharedMap::new(&f, &path, size)?;
+    let plan: Vec<(u64, u32)> = holes.iter().map(|&l| (l, 0)).collect();
+    let (stores, migrate) = race::race_writers(
+        &map,
+        &plan,
+        p.writers as usize,
+        &|lblk, _| tag(lblk),
+        &|_| {},
+        || migrate_once(&f, &path, p.driver),
+    )?;
+    let synced = map.sync_and_unmap() && f.sync_all().is_ok();
     let (start_ns, end_ns, error, return_value) = migrate;
 
     let mut record = FileRecord {
@@ -273,8 +197,8 @@ fn race_one_file(
         path: rel,
         ino,
         prefilled,
-        hole_lblks: stores.iter().map(|s| s.0).collect(),
-        hole_t_ns: stores.iter().map(|s| s.1).collect(),
+        hole_lblks: stores.iter().map(|s| s.lblk).collect(),
+        hole_t_ns: stores.iter().map(|s| s.t_ns).collect(),
         synced,
         migrate: MigrateCall {
             start_ns,
