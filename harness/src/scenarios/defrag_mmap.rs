@@ -138,21 +138,15 @@ pub async fn drive(
         (params.file_blocks * 4096) >> 20,
         params.seed
     ));
-    let race = race::drive(
+    race::drive(
         Command::DefragMmap(params.clone()),
         params.run_id,
         mount_options,
+        evidence,
         vm,
         ctx,
     )
-    .await?;
-    let mut ev = evidence(&race.result, &race.fsck);
-    ev["blocks_checked_on_host"] = race.blocks_checked.into();
-    ev["lost_blocks"] = race.lost_blocks.into();
-    Ok(ScenarioOutcome {
-        evidence: ev,
-        findings: race.findings,
-    })
+    .await
 }
 
 fn evidence(r: &MigrateMmapResult, fsck: &oracles::E2fsckReport) -> serde_json::Value {

@@ -135,21 +135,15 @@ pub async fn drive(
         params.writers,
         params.seed
     ));
-    let race = race::drive(
+    race::drive(
         Command::MigrateMmap(params.clone()),
         params.run_id,
         mount_options,
+        evidence,
         vm,
         ctx,
     )
-    .await?;
-    let mut evidence = evidence(&race.result, &race.fsck);
-    evidence["blocks_checked_on_host"] = race.blocks_checked.into();
-    evidence["lost_blocks"] = race.lost_blocks.into();
-    Ok(ScenarioOutcome {
-        evidence,
-        findings: race.findings,
-    })
+    .await
 }
 
 /// The numbers that show the race was exercised.

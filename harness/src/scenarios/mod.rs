@@ -61,6 +61,31 @@ pub fn reproduce_command(args: &[String]) -> String {
         .join(" ")
 }
 
+/// What every plan shares: its name, the reproduce command (`e4race run NAME` + the common
+/// options + the scenario's own), the mutant label and the scenario's parameters.
+fn base_plan(
+    name: &str,
+    common: &crate::cli::CommonArgs,
+    scenario_argv: Vec<String>,
+    params: serde_json::Value,
+    kind: ScenarioKind,
+) -> ScenarioPlan {
+    let mut argv = vec!["run".to_string(), name.into()];
+    argv.extend(common.to_argv());
+    argv.extend(scenario_argv);
+    ScenarioPlan {
+        name: name.into(),
+        seed: None,
+        run_id: None,
+        mutant: mutant_label(common),
+        params,
+        disk_mib: 64,
+        log_data: false,
+        reproduce: reproduce_command(&argv),
+        kind,
+    }
+}
+
 /// Turns the parsed command line into a plan.
 pub fn plan(
     cmd: crate::cli::ScenarioCmd,
@@ -68,77 +93,66 @@ pub fn plan(
     use crate::cli::ScenarioCmd;
     match cmd {
         ScenarioCmd::Smoke { common, blocks } => {
-            let mut argv = vec!["run".to_string(), "smoke".into()];
-            argv.extend(common.to_argv());
-            argv.extend(["--blocks".into(), blocks.to_string()]);
             let plan = ScenarioPlan {
-                name: "smoke".into(),
-                seed: None,
-                run_id: None,
-                mutant: mutant_label(&common),
-                params: serde_json::json!({ "blocks": blocks }),
                 disk_mib: 256.max(((blocks * 4096) >> 20) * 2 + 64),
                 log_data: true,
-                reproduce: reproduce_command(&argv),
-                kind: ScenarioKind::Smoke { blocks },
+                ..base_plan(
+                    "smoke",
+                    &common,
+                    vec!["--blocks".into(), blocks.to_string()],
+                    serde_json::json!({ "blocks": blocks }),
+                    ScenarioKind::Smoke { blocks },
+                )
             };
             Ok((common, plan))
         }
         ScenarioCmd::PanicSelftest { common } => {
-            let mut argv = vec!["run".to_string(), "panic-selftest".into()];
-            argv.extend(common.to_argv());
-            let plan = ScenarioPlan {
-                name: "panic-selftest".into(),
-                seed: None,
-                run_id: None,
-                mutant: mutant_label(&common),
-                params: serde_json::json!({}),
-                disk_mib: 64,
-                log_data: false,
-                reproduce: reproduce_command(&argv),
-                kind: ScenarioKind::PanicSelftest,
-            };
+            let plan = base_plan(
+                "panic-selftest",
+                &common,
+                Vec::new(),
+                serde_json::json!({}),
+                ScenarioKind::PanicSelftest,
+            );
             Ok((common, plan))
         }
         ScenarioCmd::DefragMmap { common, params } => {
             let seed = params.seed.unwrap_or_else(smoke::rand_id);
             let run_id = smoke::rand_id();
-            let mut argv = vec!["run".to_string(), "defrag-mmap".into()];
-            argv.extend(common.to_argv());
-            argv.extend(params.to_argv(seed));
             let plan = ScenarioPlan {
-                name: "defrag-mmap".into(),
                 seed: Some(seed),
                 run_id: Some(run_id),
-                mutant: mutant_label(&common),
-                params: serde_json::to_value(&params).unwrap_or_default(),
                 disk_mib: params.disk_mib(),
-                log_data: false,
-                reproduce: reproduce_command(&argv),
-                kind: ScenarioKind::DefragMmap(
-                    params.to_params(seed, run_id),
-                    params.mount_options.clone(),
-                ),
+                ..base_plan(
+                    "defrag-mmap",
+                    &common,
+                    params.to_argv(seed),
+                    serde_json::to_value(&params).unwrap_or_default(),
+                    ScenarioKind::DefragMmap(
+                        params.to_params(seed, run_id),
+                        params.mount_options.clone(),
+                    ),
+                )
             };
             Ok((common, plan))
         }
         ScenarioCmd::MigrateMmap { common, params } => {
             let seed = params.seed.unwrap_or_else(smoke::rand_id);
             let run_id = smoke::rand_id();
-            let mut argv = vec!["run".to_string(), "migrate-mmap".into()];
-            argv.extend(common.to_argv());
-            argv.extend(params.to_argv(seed));
-            let proto = params.to_params(seed, run_id);
             let plan = ScenarioPlan {
-                name: "migrate-mmap".into(),
                 seed: Some(seed),
                 run_id: Some(run_id),
-                mutant: mutant_label(&common),
-                params: serde_json::to_value(&params).unwrap_or_default(),
                 disk_mib: params.disk_mib(),
-                log_data: false,
-                reproduce: reproduce_command(&argv),
-                kind: ScenarioKind::MigrateMmap(proto, params.mount_options.clone()),
+                ..base_plan(
+                    "migrate-mmap",
+                    &common,
+                    params.to_argv(seed),
+                    serde_json::to_value(&params).unwrap_or_default(),
+                    ScenarioKind::MigrateMmap(
+                        params.to_params(seed, run_id),
+                        params.mount_options.clone(),
+                    ),
+                )
             };
             Ok((common, plan))
         }

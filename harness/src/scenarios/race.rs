@@ -7,26 +7,22 @@ use std::time::Duration;
 use e4race_protocol::{Command, MigrateMmapResult, Reply};
 
 use crate::fsck;
-use crate::report::Finding;
-use crate::run::{RunContext, RunError};
+use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::smoke::{DEVICE, MOUNT_POINT};
 use crate::vm::Vm;
 
-pub struct RaceOutcome {
-    pub result: MigrateMmapResult,
-    pub fsck: oracles::E2fsckReport,
-    pub findings: Vec<Finding>,
-    pub blocks_checked: u64,
-    pub lost_blocks: usize,
-}
+/// The scenario's own numbers (that the race was exercised) from the workload's record and
+/// e2fsck; `drive` adds the host's block counts.
+pub type Evidence = fn(&MigrateMmapResult, &oracles::E2fsckReport) -> serde_json::Value;
 
 pub async fn drive(
     workload: Command,
     run_id: u64,
     mount_options: &str,
+    evidence: Evidence,
     mut vm: Vm,
     ctx: &mut RunContext,
-) -> Result<RaceOutcome, RunError> {
+) -> Result<ScenarioOutcome, RunError> {
     let t = ctx.command_timeout;
     let p = ctx.progress.clone();
     let mut quiet = |_: &str| {};
@@ -101,11 +97,11 @@ pub async fn drive(
     let fsck = fsck::run(&ctx.disk.image).await?;
     let findings =
         crate::oracle_glue::findings(Some(&content), Some(&fsck), &result.rounds, &dmesg);
-    Ok(RaceOutcome {
-        blocks_checked: content.blocks_checked,
-        lost_blocks: content.lost.len(),
-        result,
-        fsck,
+    let mut ev = evidence(&result, &fsck);
+    ev["blocks_checked_on_host"] = content.blocks_checked.into();
+    ev["lost_blocks"] = content.lost.len().into();
+    Ok(ScenarioOutcome {
+        evidence: ev,
         findings,
     })
 }
