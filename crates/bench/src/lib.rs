@@ -107,6 +107,17 @@ pub struct BenchConfig {
     pub qsd: Option<PathBuf>,
     /// Timeout for a peer's socket and for any single completion.
     pub timeout: Duration,
+    /// Drive this already-running backend instead of starting peers.
+    pub external: Option<ExternalBackend>,
+}
+
+/// A vhost-user-blk backend started by someone else (`--socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalBackend {
+    /// Its vhost-user socket.
+    pub socket: PathBuf,
+    /// Its process, to read its CPU time from `/proc/PID/stat` (none: CPU is not reported).
+    pub pid: Option<u32>,
 }
 
 impl Default for BenchConfig {
@@ -123,6 +134,7 @@ impl Default for BenchConfig {
             blkrec: "auto".into(),
             qsd: None,
             timeout: Duration::from_secs(10),
+            external: None,
         }
     }
 }
@@ -144,6 +156,9 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     }
     if let Some(q) = cfg.queues.iter().find(|&&q| q == 0 || q > 16) {
         return Err(BenchError::Usage(format!("--queues {q}: must be 1..=16")));
+    }
+    if let Some(ext) = &cfg.external {
+        return run_external(cfg, ext);
     }
     let qsd = if cfg.peers.iter().any(|p| p.is_qsd()) {
         Some(peer::find_qsd(cfg.qsd.as_deref())?)
@@ -197,6 +212,130 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     }
     report.compute_ratios();
     Ok(report)
+}
+
+/// Drives an external backend: once per queue count (each a new connection, so the backend
+/// must accept several in a row for more than one; blkrec serves one), fill pass, workloads,
+/// read-back. Nothing is started, created or checked on the host.
+fn run_external(cfg: &BenchConfig, ext: &ExternalBackend) -> Result<Report, BenchError> {
+    if !ext.socket.exists() {
+        return Err(BenchError::Usage(format!(
+            "--socket {}: no such socket; start the vhost-user-blk backend first",
+            ext.socket.display()
+        )));
+    }
+    let mut report = Report::new(cfg, None, None, &ext.socket);
+    report.size_mib = 0;
+    let pattern = Pattern::new(cfg.seed);
+    for &queues in &cfg.queues {
+        eprintln!("== external {}, {queues} queue(s)", ext.socket.display());
+        let mut inst = InstanceReport::new(PeerKind::External, queues);
+        inst.cmdline = format!("(external) {}", ext.socket.display());
+        let mut results = Vec::new();
+        if let Err(e) = external_steps(cfg, ext, queues, &pattern, &mut inst, &mut results) {
+            eprintln!("   external q{queues}: {e}");
+            inst.error = Some(format!("failed: {e}"));
+        }
+        report.instances.push(inst);
+        report.results.extend(results);
+    }
+    report.compute_ratios();
+    Ok(report)
+}
+
+fn external_steps(
+    cfg: &BenchConfig,
+    ext: &ExternalBackend,
+    queues: u16,
+    pattern: &Pattern,
+    inst: &mut InstanceReport,
+    results: &mut Vec<RunResult>,
+) -> Result<(), BenchError> {
+    let fe = |what: &str| {
+        let what = what.to_owned();
+        move |source| BenchError::Frontend {
+            peer: PeerKind::External.name(),
+            what,
+            source,
+        }
+    };
+    let opts = ClientOptions {
+        num_queues: queues,
+        queue_size: 128,
+        max_io: 1 << 20,
+        queue_depth: 32,
+        event_idx: true,
+        timeout: cfg.timeout,
+    };
+    let mut client = BlkClient::connect(&ext.socket, &opts).map_err(fe("connect"))?;
+    let offered = client.config().num_queues;
+    if offered < queues {
+        return Err(BenchError::Usage(format!(
+            "the backend offers {offered} queue(s), --queues asked for {queues}"
+        )));
+    }
+    let blocks = client.capacity() / (BLOCK as u64 / 512);
+    if blocks == 0 {
+        return Err(BenchError::Usage(
+            "the backend's device is smaller than 4 KiB".into(),
+        ));
+    }
+    inst.max_io = client.max_io();
+    inst.cmdline = format!(
+        "(external) {}, {} MiB device",
+        ext.socket.display(),
+        blocks * BLOCK as u64 >> 20
+    );
+    let mut disk = DiskModel::new(pattern.clone(), blocks);
+    eprintln!("   fill: writing {blocks} blocks so the contents are known");
+    let bad = workload::fill(&mut client, &disk, usize::from(queues)).map_err(fe("fill pass"))?;
+    if bad > 0 {
+        return Err(BenchError::Frontend {
+            peer: PeerKind::External.name(),
+            what: "fill pass".into(),
+            source: FrontendError::Backend(format!("{bad} writes failed")),
+        });
+    }
+    let cpu = || -> Result<f64, BenchError> {
+        match ext.pid {
+            Some(pid) => peer::cpu_seconds(&format!("/proc/{pid}/stat")),
+            None => Ok(0.0),
+        }
+    };
+    let mut rng = Rng::new(cfg.seed);
+    for &wl in &cfg.workloads {
+        let (cpu0, me0) = (cpu()?, peer::cpu_seconds("/proc/self/stat")?);
+        let raw = workload::run(
+            &mut client,
+            &mut disk,
+            wl,
+            usize::from(queues),
+            cfg.limit,
+            &mut rng,
+        )
+        .map_err(fe(wl.name()))?;
+        let (used, me) = (cpu()? - cpu0, peer::cpu_seconds("/proc/self/stat")? - me0);
+        let mut r = RunResult::from_raw(PeerKind::External, wl, queues, raw, used, me);
+        if ext.pid.is_none() {
+            // Unknown, not zero.
+            r.backend_cpu_s_per_gib = None;
+        }
+        eprintln!(
+            "   {:<18} {:>9.0} IOPS {:>8.1} MiB/s",
+            wl.name(),
+            r.iops,
+            r.mib_s
+        );
+        results.push(r);
+    }
+    let v = workload::verify(&mut client, &disk, usize::from(queues)).map_err(fe("verify pass"))?;
+    eprintln!(
+        "   verify: {} blocks read back, {} mismatches, {} errors",
+        v.blocks_checked, v.mismatches, v.errors
+    );
+    inst.verify = Some(v);
+    client.shutdown().map_err(fe("shutdown"))?;
+    Ok(())
 }
 
 /// Runs all workloads on one peer instance. Never fails: problems end up in the instance

@@ -34,6 +34,12 @@ use std::time::Duration;
 /// block read must hold what was last written to it, and after each peer the whole disk is
 /// read back through it and the image file is checked on the host.
 ///
+/// Any other vhost-user-blk backend: start it yourself and pass `--socket PATH` (and
+/// `--socket-pid PID` for its CPU time). The bench then fills the whole device with its
+/// pattern, runs the workloads once per --queues entry (one connection each) and reads
+/// everything back through the socket; --peers, --size-mib and the host-side image check
+/// do not apply.
+///
 /// Prints a Markdown table on stdout (progress on stderr). Exit 0: all correct; 1: a
 /// correctness failure or a peer failed; 2: setup or usage error.
 #[derive(Debug, Parser)]
@@ -92,6 +98,13 @@ struct Args {
     /// Seconds to wait for a peer's socket, and for any single completion.
     #[arg(long, default_value_t = 10, value_name = "S")]
     timeout_s: u64,
+    /// Drive this already-running vhost-user-blk backend instead of starting peers. Its
+    /// device is overwritten.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["peers", "keep"])]
+    socket: Option<PathBuf>,
+    /// PID of the --socket backend, to report its CPU per GiB (otherwise not reported).
+    #[arg(long, value_name = "PID", requires = "socket")]
+    socket_pid: Option<u32>,
 }
 
 /// `e4race-bench __blkrec …`: blkrec's serve loop (same library call as the `blkrec`
@@ -168,6 +181,10 @@ fn main() -> ExitCode {
         blkrec: a.blkrec,
         qsd: a.qsd,
         timeout: Duration::from_secs(a.timeout_s.max(1)),
+        external: a.socket.map(|socket| e4race_bench::ExternalBackend {
+            socket,
+            pid: a.socket_pid,
+        }),
     };
     let report = match e4race_bench::run(&cfg) {
         Ok(r) => r,

@@ -22,6 +22,9 @@ pub enum PeerKind {
     Qsd,
     /// qemu-storage-daemon with a blklogwrites filter (the C peer that also logs data).
     QsdLogwrites,
+    /// A backend someone else started (`--socket`); not in [`PeerKind::ALL`], since the
+    /// bench does not launch it.
+    External,
 }
 
 impl PeerKind {
@@ -40,6 +43,7 @@ impl PeerKind {
             PeerKind::BlkrecData => "blkrec-data",
             PeerKind::Qsd => "qsd",
             PeerKind::QsdLogwrites => "qsd-logwrites",
+            PeerKind::External => "external",
         }
     }
 
@@ -219,6 +223,9 @@ impl PeerLaunch {
                 }
                 Ok((exe, args))
             }
+            PeerKind::External => Err(BenchError::Usage(
+                "an external backend is not started by the bench".into(),
+            )),
             PeerKind::Qsd | PeerKind::QsdLogwrites => {
                 let exe = self
                     .qsd

@@ -142,6 +142,9 @@ pub struct InstanceReport {
     pub exit: Option<String>,
     /// `not available: …` / `failed: …`.
     pub error: Option<String>,
+    /// A backend behind `--socket`: its image is not ours, so there is no host-side check.
+    #[serde(default)]
+    pub external: bool,
 }
 
 impl InstanceReport {
@@ -158,14 +161,16 @@ impl InstanceReport {
             log_bytes: None,
             exit: None,
             error: None,
+            external: peer == PeerKind::External,
         }
     }
 
-    /// Verified without a single difference, through the peer and on the host.
+    /// Verified without a single difference, through the peer and on the host (an external
+    /// backend: through the peer only).
     pub fn verified(&self) -> bool {
         self.error.is_none()
             && self.image_mismatches == 0
-            && self.image_blocks_checked > 0
+            && (self.image_blocks_checked > 0 || self.external)
             && self
                 .verify
                 .as_ref()
@@ -176,7 +181,7 @@ impl InstanceReport {
 /// The whole run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
-    /// Image size.
+    /// Image size (0 for an external backend: its capacity is in the instance's cmdline).
     pub size_mib: u64,
     /// Seconds per workload (if time-limited).
     pub duration_s: Option<f64>,
@@ -337,7 +342,9 @@ impl Report {
                 ),
                 None => "-".into(),
             };
-            let image = if i.image_blocks_checked > 0 {
+            let image = if i.external {
+                "n/a (external)".into()
+            } else if i.image_blocks_checked > 0 {
                 format!(
                     "{} blocks, {} mismatches",
                     i.image_blocks_checked, i.image_mismatches
