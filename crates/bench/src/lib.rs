@@ -284,7 +284,7 @@ fn external_steps(
     inst.cmdline = format!(
         "(external) {}, {} MiB device",
         ext.socket.display(),
-        blocks * BLOCK as u64 >> 20
+        (blocks * BLOCK as u64) >> 20
     );
     let mut disk = DiskModel::new(pattern.clone(), blocks);
     eprintln!("   fill: writing {blocks} blocks so the contents are known");

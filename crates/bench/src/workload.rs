@@ -503,6 +503,60 @@ pub fn verify(
     Ok(v)
 }
 
+/// Writes generation 0 of the pattern over the whole device, sequentially in chunks of up to
+/// 1 MiB (at most 4 in flight per queue), so a backend whose image we did not create (an
+/// external socket) holds what [`DiskModel::new`] assumes. Returns the number of failed
+/// writes.
+pub fn fill(client: &mut BlkClient, disk: &DiskModel, queues: usize) -> Result<u64, FrontendError> {
+    let chunk = ((1usize << 20).min(client.max_io()) / BLOCK).max(1) as u64;
+    let all: Vec<usize> = (0..queues).collect();
+    let mut inflight = vec![0usize; queues];
+    let mut pending: HashMap<u64, usize> = HashMap::new();
+    let mut next = 0u64;
+    let mut errors = 0;
+    let mut buf = vec![0u8; chunk as usize * BLOCK];
+    while next < disk.blocks() || !pending.is_empty() {
+        for (q, inf) in inflight.iter_mut().enumerate() {
+            let mut kicked = false;
+            while *inf < 4 && next < disk.blocks() {
+                let n = chunk.min(disk.blocks() - next);
+                let data = &mut buf[..n as usize * BLOCK];
+                for i in 0..n {
+                    let at = i as usize * BLOCK;
+                    disk.pattern.fill(next + i, 0, &mut data[at..at + BLOCK]);
+                }
+                let t = client.submit(
+                    q,
+                    BlkOp::Write {
+                        sector: next * SECTORS_PER_BLOCK,
+                        data,
+                    },
+                )?;
+                pending.insert(t, q);
+                next += n;
+                *inf += 1;
+                kicked = true;
+            }
+            if kicked {
+                client.kick(q)?;
+            }
+        }
+        for (_, c) in client.wait_any(&all)? {
+            let Some(q) = pending.remove(&c.token) else {
+                return Err(FrontendError::Backend(format!(
+                    "completion for unknown token {}",
+                    c.token
+                )));
+            };
+            inflight[q] -= 1;
+            if c.status != 0 {
+                errors += 1;
+            }
+        }
+    }
+    Ok(errors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,58 +621,4 @@ mod tests {
         let c = next_op(w, &mut st, 4, &mut disk, &mut rng, 256);
         assert!(matches!(c, Some(Op::Write { first: 0, .. })));
     }
-}
-
-/// Writes generation 0 of the pattern over the whole device, sequentially in chunks of up to
-/// 1 MiB (at most 4 in flight per queue), so a backend whose image we did not create (an
-/// external socket) holds what [`DiskModel::new`] assumes. Returns the number of failed
-/// writes.
-pub fn fill(client: &mut BlkClient, disk: &DiskModel, queues: usize) -> Result<u64, FrontendError> {
-    let chunk = ((1usize << 20).min(client.max_io()) / BLOCK).max(1) as u64;
-    let all: Vec<usize> = (0..queues).collect();
-    let mut inflight = vec![0usize; queues];
-    let mut pending: HashMap<u64, usize> = HashMap::new();
-    let mut next = 0u64;
-    let mut errors = 0;
-    let mut buf = vec![0u8; chunk as usize * BLOCK];
-    while next < disk.blocks() || !pending.is_empty() {
-        for (q, inf) in inflight.iter_mut().enumerate() {
-            let mut kicked = false;
-            while *inf < 4 && next < disk.blocks() {
-                let n = chunk.min(disk.blocks() - next);
-                let data = &mut buf[..n as usize * BLOCK];
-                for i in 0..n {
-                    let at = i as usize * BLOCK;
-                    disk.pattern.fill(next + i, 0, &mut data[at..at + BLOCK]);
-                }
-                let t = client.submit(
-                    q,
-                    BlkOp::Write {
-                        sector: next * SECTORS_PER_BLOCK,
-                        data,
-                    },
-                )?;
-                pending.insert(t, q);
-                next += n;
-                *inf += 1;
-                kicked = true;
-            }
-            if kicked {
-                client.kick(q)?;
-            }
-        }
-        for (_, c) in client.wait_any(&all)? {
-            let Some(q) = pending.remove(&c.token) else {
-                return Err(FrontendError::Backend(format!(
-                    "completion for unknown token {}",
-                    c.token
-                )));
-            };
-            inflight[q] -= 1;
-            if c.status != 0 {
-                errors += 1;
-            }
-        }
-    }
-    Ok(errors)
 }
