@@ -5,6 +5,10 @@
 //! peer as a child process, connects, runs every workload over that one connection (reading
 //! the peer's CPU time from `/proc/PID/stat` around each), reads the whole disk back through
 //! the peer to verify it, stops the peer, and checks the image file once more on the host.
+//!
+//! With `--socket` ([`ExternalBackend`]) it drives a backend someone else started instead:
+//! a fill pass writes the pattern over the whole device, then the workloads run and the
+//! whole device is read back through the socket (no host-side image check, no log size).
 
 pub mod pattern;
 pub mod peer;
@@ -16,7 +20,8 @@ use blkrec::frontend::{BlkClient, ClientOptions, FrontendError};
 use pattern::{Pattern, Rng, BLOCK};
 use peer::{BlkrecBin, PeerFiles, PeerKind, PeerLaunch, PeerProcess};
 use report::{InstanceReport, Report, RunResult};
-use std::path::PathBuf;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use workload::{DiskModel, Limit, Workload};
 
@@ -71,6 +76,27 @@ pub enum BenchError {
         #[source]
         source: FrontendError,
     },
+    /// The external backend (`--socket`) cannot be used as it is.
+    #[error("--socket {}: {problem}; {fix}", socket.display())]
+    External {
+        /// Its socket.
+        socket: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
+    /// Connecting to the external backend (`--socket`) failed.
+    #[error("--socket {}: cannot connect with {queues} queue(s): {source}; check that the backend is running, serves vhost-user-blk on this socket, supports {queues} queue(s) (else pass a smaller --queues) and still accepts a connection (blkrec serves exactly one, then exits)", socket.display())]
+    ExternalConnect {
+        /// Its socket.
+        socket: PathBuf,
+        /// Queues asked for.
+        queues: u16,
+        /// Error.
+        #[source]
+        source: FrontendError,
+    },
     /// File system trouble.
     #[error("cannot {what}: {source}")]
     Io {
@@ -118,7 +144,17 @@ pub struct ExternalBackend {
     pub socket: PathBuf,
     /// Its process, to read its CPU time from `/proc/PID/stat` (none: CPU is not reported).
     pub pid: Option<u32>,
+    /// Name shown in the report's peer column (`--socket-name`, default `external`).
+    pub name: String,
 }
+
+/// Largest external device the bench takes on: it fills and reads back every block, and
+/// keeps 9 bytes of state per 4 KiB block.
+pub const MAX_EXTERNAL_BYTES: u64 = 64 << 30;
+
+/// virtio-blk feature bits the external path looks at (virtio 1.2 §5.2.3).
+const VIRTIO_BLK_F_RO: u64 = 5;
+const VIRTIO_BLK_F_MQ: u64 = 12;
 
 impl Default for BenchConfig {
     fn default() -> Self {
@@ -146,12 +182,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError 
 
 /// Runs the benchmark. Progress goes to stderr.
 pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
-    if cfg.size_mib < 16 {
-        return Err(BenchError::Usage("--size-mib must be at least 16".into()));
-    }
-    if cfg.workloads.is_empty() || cfg.queues.is_empty() || cfg.peers.is_empty() {
+    if cfg.workloads.is_empty() || cfg.queues.is_empty() {
         return Err(BenchError::Usage(
-            "need at least one workload, queue count and peer".into(),
+            "need at least one workload and queue count".into(),
         ));
     }
     if let Some(q) = cfg.queues.iter().find(|&&q| q == 0 || q > 16) {
@@ -159,6 +192,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     }
     if let Some(ext) = &cfg.external {
         return run_external(cfg, ext);
+    }
+    if cfg.peers.is_empty() {
+        return Err(BenchError::Usage("need at least one peer".into()));
+    }
+    if cfg.size_mib < 16 {
+        return Err(BenchError::Usage("--size-mib must be at least 16".into()));
     }
     let qsd = if cfg.peers.iter().any(|p| p.is_qsd()) {
         Some(peer::find_qsd(cfg.qsd.as_deref())?)
@@ -218,22 +257,36 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
 /// must accept several in a row for more than one; blkrec serves one), fill pass, workloads,
 /// read-back. Nothing is started, created or checked on the host.
 fn run_external(cfg: &BenchConfig, ext: &ExternalBackend) -> Result<Report, BenchError> {
-    if !ext.socket.exists() {
-        return Err(BenchError::Usage(format!(
-            "--socket {}: no such socket; start the vhost-user-blk backend first",
-            ext.socket.display()
-        )));
-    }
-    let mut report = Report::new(cfg, None, None, &ext.socket);
+    check_external(ext)?;
+    let mut report = Report::new(cfg, None, None, Path::new("n/a (external)"));
+    report.socket = Some(ext.socket.display().to_string());
     report.size_mib = 0;
     let pattern = Pattern::new(cfg.seed);
     for &queues in &cfg.queues {
-        eprintln!("== external {}, {queues} queue(s)", ext.socket.display());
+        eprintln!(
+            "== {} ({}), {queues} queue(s)",
+            ext.name,
+            ext.socket.display()
+        );
         let mut inst = InstanceReport::new(PeerKind::External, queues);
+        inst.label = Some(ext.name.clone());
         inst.cmdline = format!("(external) {}", ext.socket.display());
         let mut results = Vec::new();
-        if let Err(e) = external_steps(cfg, ext, queues, &pattern, &mut inst, &mut results) {
-            eprintln!("   external q{queues}: {e}");
+        let mut device_bytes = None;
+        let steps = external_steps(
+            cfg,
+            ext,
+            queues,
+            &pattern,
+            &mut inst,
+            &mut results,
+            &mut device_bytes,
+        );
+        if let Some(bytes) = device_bytes {
+            report.size_mib = bytes >> 20;
+        }
+        if let Err(e) = steps {
+            eprintln!("   {} q{queues}: {e}", ext.name);
             inst.error = Some(format!("failed: {e}"));
         }
         report.instances.push(inst);
@@ -243,6 +296,47 @@ fn run_external(cfg: &BenchConfig, ext: &ExternalBackend) -> Result<Report, Benc
     Ok(report)
 }
 
+/// What can be checked before connecting: the socket, the PID and the name.
+fn check_external(ext: &ExternalBackend) -> Result<(), BenchError> {
+    let bad = |problem: String, fix: &str| BenchError::External {
+        socket: ext.socket.clone(),
+        problem,
+        fix: fix.to_owned(),
+    };
+    match std::fs::metadata(&ext.socket) {
+        Ok(m) if m.file_type().is_socket() => {}
+        Ok(_) => {
+            return Err(bad(
+                "not a Unix socket".into(),
+                "pass the vhost-user socket the backend listens on",
+            ))
+        }
+        Err(e) => {
+            return Err(bad(
+                format!("no such socket ({e})"),
+                "start the vhost-user-blk backend first, then pass the socket it listens on",
+            ))
+        }
+    }
+    let name = ext.name.as_str();
+    if name.trim().is_empty() || name.len() > 64 || name.chars().any(|c| c == '|' || c.is_control())
+    {
+        return Err(BenchError::Usage(format!(
+            "--socket-name {name:?}: use 1 to 64 characters without `|` or control characters"
+        )));
+    }
+    if let Some(pid) = ext.pid {
+        if let Err(e) = peer::cpu_seconds(&format!("/proc/{pid}/stat")) {
+            return Err(BenchError::Usage(format!(
+                "--socket-pid {pid}: cannot read that process's CPU time ({e}); pass the PID of the running backend, or leave --socket-pid out (CPU is then not reported)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One connection to the external backend with `queues` queues. Sets `device_bytes` as soon
+/// as the device size is known.
 fn external_steps(
     cfg: &BenchConfig,
     ext: &ExternalBackend,
@@ -250,6 +344,7 @@ fn external_steps(
     pattern: &Pattern,
     inst: &mut InstanceReport,
     results: &mut Vec<RunResult>,
+    device_size: &mut Option<u64>,
 ) -> Result<(), BenchError> {
     let fe = |what: &str| {
         let what = what.to_owned();
@@ -259,6 +354,11 @@ fn external_steps(
             source,
         }
     };
+    let bad = |problem: String, fix: &str| BenchError::External {
+        socket: ext.socket.clone(),
+        problem,
+        fix: fix.to_owned(),
+    };
     let opts = ClientOptions {
         num_queues: queues,
         queue_size: 128,
@@ -267,40 +367,73 @@ fn external_steps(
         event_idx: true,
         timeout: cfg.timeout,
     };
-    let mut client = BlkClient::connect(&ext.socket, &opts).map_err(fe("connect"))?;
-    let offered = client.config().num_queues;
+    let mut client =
+        BlkClient::connect(&ext.socket, &opts).map_err(|source| BenchError::ExternalConnect {
+            socket: ext.socket.clone(),
+            queues,
+            source,
+        })?;
+    // connect() already refuses a backend whose GET_QUEUE_NUM is too low; the config space
+    // must agree (without VIRTIO_BLK_F_MQ there is exactly one queue).
+    let offered = if client.acked_features() & (1 << VIRTIO_BLK_F_MQ) != 0 {
+        client.config().num_queues
+    } else {
+        1
+    };
     if offered < queues {
-        return Err(BenchError::Usage(format!(
-            "the backend offers {offered} queue(s), --queues asked for {queues}"
-        )));
+        return Err(bad(
+            format!("the backend offers {offered} request queue(s), --queues asked for {queues}"),
+            "start the backend with more queues, or pass a smaller --queues",
+        ));
     }
-    let blocks = client.capacity() / (BLOCK as u64 / 512);
+    if client.acked_features() & (1 << VIRTIO_BLK_F_RO) != 0 {
+        return Err(bad(
+            "the device is read-only".into(),
+            "export it writable: the bench writes the whole device",
+        ));
+    }
+    let device_bytes = client.capacity().saturating_mul(512);
+    *device_size = Some(device_bytes);
+    let blocks = device_bytes / BLOCK as u64;
     if blocks == 0 {
-        return Err(BenchError::Usage(
-            "the backend's device is smaller than 4 KiB".into(),
+        return Err(bad(
+            format!("the device has {device_bytes} bytes, less than one 4 KiB block"),
+            "give the backend a larger device",
+        ));
+    }
+    if device_bytes > MAX_EXTERNAL_BYTES {
+        return Err(bad(
+            format!(
+                "the device has {} MiB; the bench fills and reads back all of it and handles at most {} MiB",
+                device_bytes >> 20,
+                MAX_EXTERNAL_BYTES >> 20
+            ),
+            "give the backend a smaller device (a few GiB are plenty)",
         ));
     }
     inst.max_io = client.max_io();
     inst.cmdline = format!(
-        "(external) {}, {} MiB device",
+        "(external) {}, {} MiB device ({device_bytes} bytes)",
         ext.socket.display(),
-        (blocks * BLOCK as u64) >> 20
+        device_bytes >> 20
     );
     let mut disk = DiskModel::new(pattern.clone(), blocks);
-    eprintln!("   fill: writing {blocks} blocks so the contents are known");
-    let bad = workload::fill(&mut client, &disk, usize::from(queues)).map_err(fe("fill pass"))?;
-    if bad > 0 {
-        return Err(BenchError::Frontend {
-            peer: PeerKind::External.name(),
-            what: "fill pass".into(),
-            source: FrontendError::Backend(format!("{bad} writes failed")),
-        });
+    eprintln!(
+        "   fill: writing all {blocks} blocks ({} MiB) so the contents are known",
+        device_bytes >> 20
+    );
+    let failed =
+        workload::fill(&mut client, &disk, usize::from(queues)).map_err(fe("fill pass"))?;
+    if failed > 0 {
+        return Err(bad(
+            format!("{failed} writes of the fill pass failed"),
+            "check the backend's log; the device must be writable",
+        ));
     }
-    let cpu = || -> Result<f64, BenchError> {
-        match ext.pid {
-            Some(pid) => peer::cpu_seconds(&format!("/proc/{pid}/stat")),
-            None => Ok(0.0),
-        }
+    let cpu = || -> Result<Option<f64>, BenchError> {
+        ext.pid
+            .map(|pid| peer::cpu_seconds(&format!("/proc/{pid}/stat")))
+            .transpose()
     };
     let mut rng = Rng::new(cfg.seed);
     for &wl in &cfg.workloads {
@@ -314,28 +447,47 @@ fn external_steps(
             &mut rng,
         )
         .map_err(fe(wl.name()))?;
-        let (used, me) = (cpu()? - cpu0, peer::cpu_seconds("/proc/self/stat")? - me0);
-        let mut r = RunResult::from_raw(PeerKind::External, wl, queues, raw, used, me);
-        if ext.pid.is_none() {
+        let (cpu1, me) = (cpu()?, peer::cpu_seconds("/proc/self/stat")? - me0);
+        let used = match (cpu0, cpu1) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let mut r =
+            RunResult::from_raw(PeerKind::External, wl, queues, raw, used.unwrap_or(0.0), me);
+        r.label = Some(ext.name.clone());
+        if used.is_none() {
             // Unknown, not zero.
             r.backend_cpu_s_per_gib = None;
         }
-        eprintln!(
-            "   {:<18} {:>9.0} IOPS {:>8.1} MiB/s",
-            wl.name(),
-            r.iops,
-            r.mib_s
-        );
+        progress(&r, used.is_some());
         results.push(r);
     }
     let v = workload::verify(&mut client, &disk, usize::from(queues)).map_err(fe("verify pass"))?;
     eprintln!(
-        "   verify: {} blocks read back, {} mismatches, {} errors",
-        v.blocks_checked, v.mismatches, v.errors
+        "   verify: {} blocks read back, {} rewritten, {} mismatches, {} errors",
+        v.blocks_checked, v.blocks_rewritten, v.mismatches, v.errors
     );
     inst.verify = Some(v);
     client.shutdown().map_err(fe("shutdown"))?;
     Ok(())
+}
+
+/// One progress line per workload on stderr.
+fn progress(r: &RunResult, cpu_known: bool) {
+    let cpu = if cpu_known {
+        format!("{:.2} s", r.backend_cpu_s)
+    } else {
+        "n/a".to_owned()
+    };
+    eprintln!(
+        "   {:<18} {:>9.0} IOPS {:>8.1} MiB/s  p50 {:>7.1} µs  p99 {:>8.1} µs  cpu {cpu}{}",
+        r.workload.name(),
+        r.iops,
+        r.mib_s,
+        r.lat_p50_us.unwrap_or(f64::NAN),
+        r.lat_p99_us.unwrap_or(f64::NAN),
+        if r.ok() { "" } else { "  (ERRORS)" }
+    );
 }
 
 /// Runs all workloads on one peer instance. Never fails: problems end up in the instance
@@ -421,16 +573,7 @@ fn instance_steps(
         let cpu = proc.cpu_seconds()? - cpu0;
         let me = peer::cpu_seconds("/proc/self/stat")? - me0;
         let r = RunResult::from_raw(kind, wl, launch.num_queues, raw, cpu, me);
-        eprintln!(
-            "   {:<18} {:>9.0} IOPS {:>8.1} MiB/s  p50 {:>7.1} µs  p99 {:>8.1} µs  cpu {:.2} s{}",
-            wl.name(),
-            r.iops,
-            r.mib_s,
-            r.lat_p50_us.unwrap_or(f64::NAN),
-            r.lat_p99_us.unwrap_or(f64::NAN),
-            r.backend_cpu_s,
-            if r.ok() { "" } else { "  (ERRORS)" }
-        );
+        progress(&r, true);
         results.push(r);
     }
     let v = workload::verify(&mut client, &disk, usize::from(launch.num_queues))

@@ -34,11 +34,13 @@ use std::time::Duration;
 /// block read must hold what was last written to it, and after each peer the whole disk is
 /// read back through it and the image file is checked on the host.
 ///
-/// Any other vhost-user-blk backend: start it yourself and pass `--socket PATH` (and
-/// `--socket-pid PID` for its CPU time). The bench then fills the whole device with its
-/// pattern, runs the workloads once per --queues entry (one connection each) and reads
-/// everything back through the socket; --peers, --size-mib and the host-side image check
-/// do not apply.
+/// Any other vhost-user-blk backend: start it yourself and pass `--socket PATH` (plus
+/// `--socket-pid PID` for its CPU time, `--socket-name NAME` for the table). The bench
+/// then writes its pattern over the whole device (its contents are lost; the device size
+/// replaces --size-mib), runs the workloads once per --queues entry (one connection each;
+/// the backend must support that many queues) and reads every block back through the
+/// socket. No peers are started (--peers cannot be given), and the image-file check and the
+/// log size are "n/a (external)".
 ///
 /// Prints a Markdown table on stdout (progress on stderr). Exit 0: all correct; 1: a
 /// correctness failure or a peer failed; 2: setup or usage error.
@@ -99,12 +101,20 @@ struct Args {
     #[arg(long, default_value_t = 10, value_name = "S")]
     timeout_s: u64,
     /// Drive this already-running vhost-user-blk backend instead of starting peers. Its
-    /// device is overwritten.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["peers", "keep"])]
+    /// whole device is overwritten; --size-mib, --dir and --peers do not apply.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["peers", "keep", "dir"])]
     socket: Option<PathBuf>,
-    /// PID of the --socket backend, to report its CPU per GiB (otherwise not reported).
+    /// PID of the --socket backend, to report its CPU s/GiB (without it: not reported).
     #[arg(long, value_name = "PID", requires = "socket")]
     socket_pid: Option<u32>,
+    /// Name of the --socket backend in the report's peer column.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "socket",
+        default_value = "external"
+    )]
+    socket_name: String,
 }
 
 /// `e4race-bench __blkrec …`: blkrec's serve loop (same library call as the `blkrec`
@@ -184,6 +194,7 @@ fn main() -> ExitCode {
         external: a.socket.map(|socket| e4race_bench::ExternalBackend {
             socket,
             pid: a.socket_pid,
+            name: a.socket_name,
         }),
     };
     let report = match e4race_bench::run(&cfg) {

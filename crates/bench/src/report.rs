@@ -46,9 +46,10 @@ pub struct RunResult {
     pub lat_mean_us: Option<f64>,
     /// Max latency, µs.
     pub lat_max_us: Option<f64>,
-    /// Backend CPU (user + system, all threads), seconds.
+    /// Backend CPU (user + system, all threads), seconds (0 when not measured: `--socket`
+    /// without `--socket-pid`; `backend_cpu_s_per_gib` is then absent).
     pub backend_cpu_s: f64,
-    /// Backend CPU seconds per GiB of data moved.
+    /// Backend CPU seconds per GiB of data moved (absent if not measured or no data).
     pub backend_cpu_s_per_gib: Option<f64>,
     /// CPU used by the benchmark (frontend) process meanwhile, seconds.
     pub frontend_cpu_s: f64,
@@ -56,6 +57,9 @@ pub struct RunResult {
     pub vs_qsd: Ratios,
     /// Note (e.g. requests split).
     pub note: Option<String>,
+    /// Name shown in the peer column instead of the peer kind's (`--socket-name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// Each figure divided by qsd's.
@@ -110,7 +114,13 @@ impl RunResult {
             frontend_cpu_s,
             vs_qsd: Ratios::default(),
             note: raw.note,
+            label: None,
         }
+    }
+
+    /// Name for the peer column: the label if any, else the peer kind.
+    pub fn peer_name(&self) -> &str {
+        self.label.as_deref().unwrap_or(self.peer.name())
     }
 
     /// Every request completed with status OK and every read matched.
@@ -142,9 +152,13 @@ pub struct InstanceReport {
     pub exit: Option<String>,
     /// `not available: …` / `failed: …`.
     pub error: Option<String>,
-    /// A backend behind `--socket`: its image is not ours, so there is no host-side check.
+    /// A backend behind `--socket`: its image is not ours, so there is no host-side check
+    /// and no log size.
     #[serde(default)]
     pub external: bool,
+    /// Name shown in the peer column instead of the peer kind's (`--socket-name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl InstanceReport {
@@ -162,7 +176,13 @@ impl InstanceReport {
             exit: None,
             error: None,
             external: peer == PeerKind::External,
+            label: None,
         }
+    }
+
+    /// Name for the peer column: the label if any, else the peer kind.
+    pub fn peer_name(&self) -> &str {
+        self.label.as_deref().unwrap_or(self.peer.name())
     }
 
     /// Verified without a single difference, through the peer and on the host (an external
@@ -181,7 +201,8 @@ impl InstanceReport {
 /// The whole run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
-    /// Image size (0 for an external backend: its capacity is in the instance's cmdline).
+    /// Image size; for an external backend its device's capacity (rounded down, 0 if never
+    /// connected; the exact size is in the instance's cmdline).
     pub size_mib: u64,
     /// Seconds per workload (if time-limited).
     pub duration_s: Option<f64>,
@@ -197,6 +218,9 @@ pub struct Report {
     pub dir: String,
     /// CPUs online.
     pub cpus: usize,
+    /// The external backend's socket (`--socket`), if that is what was driven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
     /// Peer instances.
     pub instances: Vec<InstanceReport>,
     /// Measurements.
@@ -227,6 +251,7 @@ impl Report {
             }),
             dir: dir.display().to_string(),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            socket: None,
             instances: Vec::new(),
             results: Vec::new(),
         }
@@ -277,11 +302,39 @@ impl Report {
             (_, Some(n)) => format!("{n} requests per workload"),
             _ => String::new(),
         };
-        let _ = writeln!(
-            s,
-            "## e4race-bench: {} MiB image, {limit}, {} CPUs\n",
-            self.size_mib, self.cpus
-        );
+        match &self.socket {
+            None => {
+                let _ = writeln!(
+                    s,
+                    "## e4race-bench: {} MiB image, {limit}, {} CPUs\n",
+                    self.size_mib, self.cpus
+                );
+            }
+            Some(socket) => {
+                let size = if self.size_mib > 0 {
+                    format!("{} MiB device", self.size_mib)
+                } else {
+                    "device size unknown".to_owned()
+                };
+                let _ = writeln!(
+                    s,
+                    "## e4race-bench: external backend, {size}, {limit}, {} CPUs\n",
+                    self.cpus
+                );
+                let _ = writeln!(
+                    s,
+                    "- socket: `{socket}` (filled with the pattern first; no host-side image check, no log size)"
+                );
+                if !self.results.is_empty()
+                    && self
+                        .results
+                        .iter()
+                        .all(|r| r.backend_cpu_s_per_gib.is_none())
+                {
+                    let _ = writeln!(s, "- CPU: not measured (no --socket-pid)");
+                }
+            }
+        }
         if let Some(b) = &self.blkrec {
             let _ = writeln!(s, "- blkrec: `{b}`");
         }
@@ -315,7 +368,7 @@ impl Report {
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {}{} |",
                 r.workload,
                 r.queues,
-                r.peer,
+                r.peer_name(),
                 cell(Some(r.iops), r.vs_qsd.iops, 0),
                 cell(Some(r.mib_s), r.vs_qsd.mib_s, 1),
                 cell(r.lat_p50_us, r.vs_qsd.lat_p50, 1),
@@ -352,14 +405,15 @@ impl Report {
             } else {
                 "-".into()
             };
-            let log = i
-                .log_bytes
-                .map(|b| format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)))
-                .unwrap_or_else(|| "-".into());
+            let log = match i.log_bytes {
+                _ if i.external => "n/a (external)".into(),
+                Some(b) => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
+                None => "-".into(),
+            };
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {verify} | {image} | {log} |",
-                i.peer,
+                i.peer_name(),
                 i.queues,
                 status.replace('|', "\\|")
             );
