@@ -15,7 +15,20 @@ $SUDO apt-get update -q
 #                  out of tree against Debian's headers (pahole: BTF for 6.12 modules)
 # patch, xz-utils: applying mutant patches, unpacking linux-source
 # chromium:        the test that renders report.html headless and checks the screenshot
-$SUDO apt-get install -y -q --no-install-recommends \
-  qemu-system-x86 qemu-utils busybox-static e2fsprogs kmod cpio xz-utils \
+# qemu-utils must be the same version as qemu-system-x86 (qemu-system-common Breaks an older or
+# newer qemu-utils). Some images ship qemu-utils from bookworm-backports without that source
+# configured, so pin both to the version apt would install qemu-system-x86 at, and allow the
+# downgrade of qemu-utils that this can mean. e4race is tested against QEMU 7.2 (bookworm).
+QEMU_VER=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+if [ -z "$QEMU_VER" ] || [ "$QEMU_VER" = "(none)" ]; then
+  echo "install-deps: apt has no qemu-system-x86 package; check /etc/apt/sources.list*" >&2
+  exit 1
+fi
+HAVE_UTILS=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+if [ -n "$HAVE_UTILS" ] && [ "$HAVE_UTILS" != "$QEMU_VER" ]; then
+  echo "install-deps: qemu-utils $HAVE_UTILS -> $QEMU_VER, to match qemu-system-x86 $QEMU_VER"
+fi
+$SUDO apt-get install -y -q --no-install-recommends --allow-downgrades \
+  "qemu-system-x86=$QEMU_VER" "qemu-utils=$QEMU_VER" busybox-static e2fsprogs kmod cpio xz-utils \
   gcc make libc6-dev pahole bc flex bison libelf-dev libssl-dev patch ca-certificates \
   chromium
