@@ -1,6 +1,8 @@
 //! Unit tests: the device driven through virtio-queue's MockSplitQueue.
 
 use super::*;
+use std::io::Read;
+use std::os::fd::FromRawFd;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDesc, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
@@ -586,12 +588,8 @@ fn writethrough_and_config_space() {
     assert_eq!(h.read_guest(DATA, 6), b"serial");
 }
 
-#[test]
-fn event_idx_path_and_batches() {
-    let h = harness();
-    h.dev.set_event_idx(true);
-    h.vring.set_queue_event_idx(true);
-    // Three chains posted at once, completed in one handle_event call.
+/// Posts three 512-byte writes (sectors 10, 11, 12, filled with 1, 2, 3) without kicking.
+fn post_three_writes(h: &H) {
     let m = h.m();
     for (i, sector) in [(0u64, 10u64), (1, 11), (2, 12)] {
         m.write_obj(VIRTIO_BLK_T_OUT.to_le(), GuestAddress(HDR + 0x100 * i))
@@ -619,6 +617,44 @@ fn event_idx_path_and_batches() {
         descs.push(RawDescriptor::from(SplitDesc::new(STATUS + i, 1, W, 0)));
     }
     h.vq.add_desc_chains(&descs, 0).unwrap();
+}
+
+#[test]
+fn finished_requests_are_signalled_while_the_queue_drains() {
+    // signal_every = 0: every completion is signalled at once (3 signals); a long
+    // signal_every: one signal once the ring is drained. The call eventfd counts them.
+    for (every, want) in [(Duration::ZERO, 3u64), (Duration::from_secs(3600), 1)] {
+        let h = harness_with(
+            DeviceOptions {
+                signal_every: every,
+                ..DeviceOptions::default()
+            },
+            false,
+        );
+        // SAFETY: eventfd returns a new fd or -1; we own it and dup it once for the vring.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+        assert!(fd >= 0);
+        let counter = unsafe { std::fs::File::from_raw_fd(fd) };
+        h.vring.set_call(Some(counter.try_clone().unwrap()));
+        post_three_writes(&h);
+        h.dev
+            .handle_event(0, EventSet::IN, std::slice::from_ref(&h.vring), 0)
+            .unwrap();
+        assert_eq!(h.vq.used().idx().load(), 3);
+        let mut n = [0u8; 8];
+        (&counter).read_exact(&mut n).unwrap();
+        assert_eq!(u64::from_ne_bytes(n), want, "signal_every {every:?}");
+    }
+}
+
+#[test]
+fn event_idx_path_and_batches() {
+    let h = harness();
+    h.dev.set_event_idx(true);
+    h.vring.set_queue_event_idx(true);
+    // Three chains posted at once, completed in one handle_event call.
+    post_three_writes(&h);
+    let m = h.m();
     h.dev
         .handle_event(0, EventSet::IN, std::slice::from_ref(&h.vring), 0)
         .unwrap();

@@ -201,6 +201,7 @@ impl Server {
             read_only: config.read_only,
             durable: config.durable,
             serial: config.serial.clone().unwrap_or_else(|| "blkrec".into()),
+            ..DeviceOptions::default()
         };
         if opts.serial.len() > virtio::ID_BYTES {
             return Err(Error::Usage(format!(
