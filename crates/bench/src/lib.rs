@@ -135,6 +135,8 @@ pub struct BenchConfig {
     pub timeout: Duration,
     /// Drive this already-running backend instead of starting peers.
     pub external: Option<ExternalBackend>,
+    /// How many times to run every peer (the table shows medians when more than one).
+    pub rounds: u32,
 }
 
 /// A vhost-user-blk backend started by someone else (`--socket`).
@@ -171,6 +173,7 @@ impl Default for BenchConfig {
             qsd: None,
             timeout: Duration::from_secs(10),
             external: None,
+            rounds: 1,
         }
     }
 }
@@ -190,7 +193,19 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     if let Some(q) = cfg.queues.iter().find(|&&q| q == 0 || q > 16) {
         return Err(BenchError::Usage(format!("--queues {q}: must be 1..=16")));
     }
+    if cfg.rounds == 0 || cfg.rounds > 20 {
+        return Err(BenchError::Usage(format!(
+            "--rounds {}: must be 1..=20",
+            cfg.rounds
+        )));
+    }
     if let Some(ext) = &cfg.external {
+        if cfg.rounds > 1 {
+            return Err(BenchError::Usage(
+                "--rounds applies to the started peers, not to --socket (run the bench again)"
+                    .into(),
+            ));
+        }
         return run_external(cfg, ext);
     }
     if cfg.peers.is_empty() {
@@ -225,10 +240,20 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     };
     let mut report = Report::new(cfg, blkrec.as_ref(), qsd.as_deref(), &root);
     let pattern = Pattern::new(cfg.seed);
-    for &queues in &cfg.queues {
+    // Rounds are the outer loop, so that a slow spell of the machine hits every peer of one
+    // round alike rather than one peer in every round.
+    for (round, &queues) in (0..cfg.rounds).flat_map(|r| cfg.queues.iter().map(move |q| (r, q))) {
         for &kind in &cfg.peers {
-            eprintln!("== {kind}, {queues} queue(s)");
-            let dir = root.join(format!("{kind}-q{queues}"));
+            if cfg.rounds > 1 {
+                eprintln!(
+                    "== round {}/{}: {kind}, {queues} queue(s)",
+                    round + 1,
+                    cfg.rounds
+                );
+            } else {
+                eprintln!("== {kind}, {queues} queue(s)");
+            }
+            let dir = root.join(format!("{kind}-q{queues}-r{round}"));
             std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
             let launch = PeerLaunch {
                 kind,
@@ -238,7 +263,11 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
                 qsd: qsd.clone(),
                 start_timeout: cfg.timeout,
             };
-            let (inst, results) = run_instance(cfg, &launch, &pattern);
+            let (mut inst, mut results) = run_instance(cfg, &launch, &pattern);
+            inst.round = round;
+            for r in &mut results {
+                r.round = round;
+            }
             if let Some(e) = &inst.error {
                 eprintln!("   {kind} q{queues}: {e}");
             }

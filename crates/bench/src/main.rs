@@ -82,6 +82,10 @@ struct Args {
     /// Keep each peer's image, log and stderr in --dir.
     #[arg(long, requires = "dir")]
     keep: bool,
+    /// Run every peer this many times, in turn, and show the median of each figure (and of
+    /// the per-round ratios to qsd). On a noisy machine 3 or 5 makes the ratios trustworthy.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    rounds: u32,
     /// Seed for the random offsets (every peer sees the same sequence).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
         blkrec: a.blkrec,
         qsd: a.qsd,
         timeout: Duration::from_secs(a.timeout_s.max(1)),
+        rounds: a.rounds,
         external: a.socket.map(|socket| e4race_bench::ExternalBackend {
             socket,
             pid: a.socket_pid,

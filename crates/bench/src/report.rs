@@ -1,7 +1,7 @@
 //! Results: raw numbers (serialized to JSON) and the Markdown table.
 
 use crate::peer::{BlkrecBin, PeerKind};
-use crate::stats::{cpu_per_gib, ratio, Latency};
+use crate::stats::{cpu_per_gib, median, ratio, Latency};
 use crate::workload::{Limit, RawResult, Verify, Workload};
 use crate::BenchConfig;
 use std::fmt::Write as _;
@@ -60,6 +60,10 @@ pub struct RunResult {
     /// Name shown in the peer column instead of the peer kind's (`--socket-name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Which round (`--rounds`) this measurement comes from, from 0. In `Report::medians`:
+    /// the number of rounds summarized.
+    #[serde(default)]
+    pub round: u32,
 }
 
 /// Each figure divided by qsd's.
@@ -115,6 +119,7 @@ impl RunResult {
             vs_qsd: Ratios::default(),
             note: raw.note,
             label: None,
+            round: 0,
         }
     }
 
@@ -159,6 +164,9 @@ pub struct InstanceReport {
     /// Name shown in the peer column instead of the peer kind's (`--socket-name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Which round (`--rounds`) started this instance, from 0.
+    #[serde(default)]
+    pub round: u32,
 }
 
 impl InstanceReport {
@@ -177,6 +185,7 @@ impl InstanceReport {
             error: None,
             external: peer == PeerKind::External,
             label: None,
+            round: 0,
         }
     }
 
@@ -221,10 +230,22 @@ pub struct Report {
     /// The external backend's socket (`--socket`), if that is what was driven.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<String>,
+    /// Rounds run (`--rounds`): each round starts every peer once, in turn.
+    #[serde(default = "one")]
+    pub rounds: u32,
     /// Peer instances.
     pub instances: Vec<InstanceReport>,
-    /// Measurements.
+    /// Measurements, every round's.
     pub results: Vec<RunResult>,
+    /// With more than one round: one entry per (peer, workload, queues) holding the median of
+    /// each figure over the rounds, and in `vs_qsd` the median of the per-round ratios.
+    /// Counts (submitted, completed, errors, ...) are sums; `round` is the number of rounds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub medians: Vec<RunResult>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Report {
@@ -252,12 +273,15 @@ impl Report {
             dir: dir.display().to_string(),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket: None,
+            rounds: cfg.rounds.max(1),
             instances: Vec::new(),
             results: Vec::new(),
+            medians: Vec::new(),
         }
     }
 
-    /// Fills `vs_qsd` of every result from the qsd result of the same workload and queues.
+    /// Fills `vs_qsd` of every result from the qsd result of the same workload, queues and
+    /// round, then (with more than one round) the medians.
     pub fn compute_ratios(&mut self) {
         let base: Vec<RunResult> = self
             .results
@@ -268,7 +292,7 @@ impl Report {
         for r in &mut self.results {
             let Some(b) = base
                 .iter()
-                .find(|b| b.workload == r.workload && b.queues == r.queues)
+                .find(|b| b.workload == r.workload && b.queues == r.queues && b.round == r.round)
             else {
                 continue;
             };
@@ -280,6 +304,59 @@ impl Report {
                 cpu_per_gib: ratio(r.backend_cpu_s_per_gib, b.backend_cpu_s_per_gib),
             };
         }
+        self.medians = if self.rounds > 1 {
+            self.summarize_rounds()
+        } else {
+            Vec::new()
+        };
+    }
+
+    /// One median entry per (peer, workload, queues), in first-seen order. The ratio medians
+    /// are taken over the per-round ratios: each round's peers ran back to back, so that
+    /// ratio is the least disturbed by the machine drifting between rounds.
+    fn summarize_rounds(&self) -> Vec<RunResult> {
+        let mut out: Vec<RunResult> = Vec::new();
+        for r in &self.results {
+            let same = |x: &RunResult| {
+                x.peer == r.peer
+                    && x.label == r.label
+                    && x.workload == r.workload
+                    && x.queues == r.queues
+            };
+            if out.iter().any(same) {
+                continue;
+            }
+            let g: Vec<&RunResult> = self.results.iter().filter(|x| same(x)).collect();
+            let med = |f: &dyn Fn(&RunResult) -> Option<f64>| median(g.iter().map(|x| f(x)));
+            let mut m = r.clone();
+            m.round = g.len() as u32;
+            m.submitted = g.iter().map(|x| x.submitted).sum();
+            m.completed = g.iter().map(|x| x.completed).sum();
+            m.errors = g.iter().map(|x| x.errors).sum();
+            m.read_mismatches = g.iter().map(|x| x.read_mismatches).sum();
+            m.data_requests = g.iter().map(|x| x.data_requests).sum();
+            m.flushes = g.iter().map(|x| x.flushes).sum();
+            m.bytes = g.iter().map(|x| x.bytes).sum();
+            m.elapsed_s = g.iter().map(|x| x.elapsed_s).sum();
+            m.backend_cpu_s = g.iter().map(|x| x.backend_cpu_s).sum();
+            m.frontend_cpu_s = g.iter().map(|x| x.frontend_cpu_s).sum();
+            m.iops = med(&|x| Some(x.iops)).unwrap_or(0.0);
+            m.mib_s = med(&|x| Some(x.mib_s)).unwrap_or(0.0);
+            m.lat_p50_us = med(&|x| x.lat_p50_us);
+            m.lat_p99_us = med(&|x| x.lat_p99_us);
+            m.lat_mean_us = med(&|x| x.lat_mean_us);
+            m.lat_max_us = med(&|x| x.lat_max_us);
+            m.backend_cpu_s_per_gib = med(&|x| x.backend_cpu_s_per_gib);
+            m.vs_qsd = Ratios {
+                iops: med(&|x| x.vs_qsd.iops),
+                mib_s: med(&|x| x.vs_qsd.mib_s),
+                lat_p50: med(&|x| x.vs_qsd.lat_p50),
+                lat_p99: med(&|x| x.vs_qsd.lat_p99),
+                cpu_per_gib: med(&|x| x.vs_qsd.cpu_per_gib),
+            };
+            out.push(m);
+        }
+        out
     }
 
     /// Every result correct, every instance verified (a blklogwrites peer that is not
@@ -341,6 +418,13 @@ impl Report {
         if let Some(q) = &self.qsd {
             let _ = writeln!(s, "- qsd: `{q}`");
         }
+        if self.rounds > 1 {
+            let _ = writeln!(
+                s,
+                "- {} rounds, each starting every peer once, in turn. cells: the median over the rounds (the median of the per-round ratios to qsd); every round's numbers are in the JSON.",
+                self.rounds
+            );
+        }
         let _ = writeln!(
             s,
             "- cells: value (ratio to qsd, same workload and queues). IOPS and MiB/s: higher is better; latency and CPU/GiB: lower is better.\n- QD is per queue; latency is submit → completion of every request; CPU is the backend process's utime+stime.\n"
@@ -350,7 +434,12 @@ impl Report {
             "| workload | q | peer | IOPS | MiB/s | p50 µs | p99 µs | CPU s/GiB | ok |"
         );
         let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---|");
-        let mut rows: Vec<&RunResult> = self.results.iter().collect();
+        let shown = if self.medians.is_empty() {
+            &self.results
+        } else {
+            &self.medians
+        };
+        let mut rows: Vec<&RunResult> = shown.iter().collect();
         let wl_idx = |w: Workload| Workload::ALL.iter().position(|&x| x == w);
         let peer_idx = |p: PeerKind| PeerKind::ALL.iter().position(|&x| x == p);
         rows.sort_by_key(|r| (wl_idx(r.workload), r.queues, peer_idx(r.peer)));
@@ -381,11 +470,16 @@ impl Report {
                     .unwrap_or_default()
             );
         }
+        let (round_head, round_rule) = if self.rounds > 1 {
+            (" round |", "---:|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             s,
-            "\n| peer | q | status | verify (read back via peer) | image file on host | log size |"
+            "\n| peer | q |{round_head} status | verify (read back via peer) | image file on host | log size |"
         );
-        let _ = writeln!(s, "|---|---:|---|---|---|---:|");
+        let _ = writeln!(s, "|---|---:|{round_rule}---|---|---|---:|");
         for i in &self.instances {
             let status = i.error.clone().unwrap_or_else(|| "ok".into());
             let verify = match &i.verify {
@@ -412,9 +506,14 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {verify} | {image} | {log} |",
+                "| {} | {} |{} {} | {verify} | {image} | {log} |",
                 i.peer_name(),
                 i.queues,
+                if self.rounds > 1 {
+                    format!(" {} |", i.round + 1)
+                } else {
+                    String::new()
+                },
                 status.replace('|', "\\|")
             );
         }
@@ -493,5 +592,60 @@ mod tests {
         let md = rep.markdown();
         assert!(md.contains("| randwrite-4k-qd1 | 1 | blkrec-hash | 500 (0.50×) |"));
         assert!(rep.all_ok());
+    }
+
+    #[test]
+    fn rounds_show_medians_of_per_round_ratios() {
+        let cfg = BenchConfig {
+            rounds: 3,
+            ..BenchConfig::default()
+        };
+        let mut rep = Report::new(&cfg, None, None, Path::new("/tmp"));
+        let w = Workload::SeqWrite1mQd4;
+        // (qsd completions, blkrec completions) per round, over 2 s each. Round 2 is a slow
+        // spell for both: the per-round ratios are 0.5, 0.5 and 2.0.
+        for (round, (q, b)) in [(4000u64, 2000u64), (400, 200), (1000, 2000)]
+            .into_iter()
+            .enumerate()
+        {
+            for (peer, n) in [(PeerKind::Qsd, q), (PeerKind::BlkrecHash, b)] {
+                let mut r = RunResult::from_raw(peer, w, 1, raw(n, n << 20, vec![1000]), 1.0, 0.0);
+                r.round = round as u32;
+                rep.results.push(r);
+            }
+        }
+        rep.compute_ratios();
+        assert_eq!(rep.medians.len(), 2);
+        let b = rep
+            .medians
+            .iter()
+            .find(|m| m.peer == PeerKind::BlkrecHash)
+            .unwrap();
+        // Median IOPS of 1000, 100, 1000; median ratio of 0.5, 0.5, 2.0.
+        assert_eq!(b.iops, 1000.0);
+        assert_eq!(b.vs_qsd.iops, Some(0.5));
+        assert_eq!((b.round, b.completed), (3, 4200));
+        let md = rep.markdown();
+        assert!(md.contains("3 rounds"), "{md}");
+        assert!(
+            md.contains("| seqwrite-1m-qd4 | 1 | blkrec-hash | 1000 (0.50×) |"),
+            "{md}"
+        );
+        // One row per peer, not per round.
+        assert_eq!(
+            md.matches("| seqwrite-1m-qd4 | 1 | blkrec-hash |").count(),
+            1
+        );
+        // An error in any round shows in the summary row.
+        rep.results[1].errors = 1;
+        rep.compute_ratios();
+        assert!(rep.markdown().contains("**NO**"));
+    }
+
+    #[test]
+    fn median_of_present_values() {
+        assert_eq!(median([Some(3.0), None, Some(1.0), Some(2.0)]), Some(2.0));
+        assert_eq!(median([Some(4.0), Some(1.0)]), Some(2.5));
+        assert_eq!(median([None, Some(f64::NAN)]), None);
     }
 }

@@ -13,6 +13,25 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 /// `value / base`, or `None` when either side is missing, not finite, or the base is zero.
+/// Median of the present values (mean of the middle two for an even count); `None` if none.
+pub fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values
+        .into_iter()
+        .flatten()
+        .filter(|x| x.is_finite())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
 pub fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
     let (v, b) = (value?, base?);
     if !v.is_finite() || !b.is_finite() || b == 0.0 {

@@ -156,3 +156,35 @@ fn blklogwrites_failure_is_reported_not_fatal() {
         "{stdout}"
     );
 }
+
+#[test]
+fn two_rounds_start_each_peer_twice_and_summarize() {
+    let (report, md) = run_bench(&[
+        "--peers",
+        "blkrec-hash,blkrec-data",
+        "--workloads",
+        "randwrite-4k-qd1",
+        "--queues",
+        "1",
+        "--ops",
+        "100",
+        "--rounds",
+        "2",
+    ]);
+    // Every round started every peer anew, and each of those instances verified its disk.
+    check(&report, 4, 1);
+    let rounds: Vec<u32> = report.instances.iter().map(|i| i.round).collect();
+    assert_eq!(rounds, vec![0, 0, 1, 1]);
+    assert_eq!(report.rounds, 2);
+    // One summary per peer, covering both rounds' requests.
+    assert_eq!(report.medians.len(), 2);
+    for m in &report.medians {
+        assert_eq!((m.round, m.submitted, m.completed), (2, 200, 200), "{m:?}");
+    }
+    assert!(md.contains("2 rounds"), "{md}");
+    assert_eq!(
+        md.matches("| randwrite-4k-qd1 | 1 | blkrec-data |").count(),
+        1,
+        "{md}"
+    );
+}
