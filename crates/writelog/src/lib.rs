@@ -11,6 +11,7 @@
 //!
 //! The file format is documented in [`record`].
 
+mod crc;
 pub mod dmlog;
 pub mod reader;
 pub mod record;

@@ -339,7 +339,11 @@ pub(crate) fn frame(enc: &Encoded<'_>, seq: u64, time_ns: u64) -> [u8; FRAME_LEN
     let mut out = [0u8; FRAME_LEN + STAMP_LEN];
     out[8..16].copy_from_slice(&seq.to_le_bytes());
     out[16..24].copy_from_slice(&time_ns.to_le_bytes());
-    let crc = crc32c::crc32c_combine(crc32c::crc32c(&out[8..24]), enc.crc_rest, enc.rest_len());
+    let crc = crate::crc::crc32c_concat(
+        crc32c::crc32c(&out[8..24]),
+        enc.crc_rest,
+        enc.rest_len() as u64,
+    );
     // payload_len <= MAX_PAYLOAD, checked in encode().
     out[0..4].copy_from_slice(&(enc.payload_len() as u32).to_le_bytes());
     out[4..8].copy_from_slice(&crc.to_le_bytes());

@@ -50,7 +50,7 @@ struct Inner {
 ///
 /// Concurrency design: hashing, validation and encoding (the expensive part, including the
 /// crc32c over the data) run outside any lock. A short critical section then assigns the
-/// sequence number and timestamp, folds them into the checksum (`crc32c_combine`), and
+/// sequence number and timestamp, folds them into the checksum (`crc::crc32c_concat`), and
 /// copies the record into a 256 KiB `BufWriter`. Assigning `seq` under the same lock as the
 /// append makes file order equal seq order, so a log cut short by a crash is always a
 /// gap-free prefix `0..n` — which a channel to a writer thread would not guarantee. The
