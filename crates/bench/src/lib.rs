@@ -244,15 +244,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     // round alike rather than one peer in every round.
     for (round, &queues) in (0..cfg.rounds).flat_map(|r| cfg.queues.iter().map(move |q| (r, q))) {
         for &kind in &cfg.peers {
-            if cfg.rounds > 1 {
-                eprintln!(
-                    "== round {}/{}: {kind}, {queues} queue(s)",
-                    round + 1,
-                    cfg.rounds
-                );
+            let round_note = if cfg.rounds > 1 {
+                format!("round {}/{}: ", round + 1, cfg.rounds)
             } else {
-                eprintln!("== {kind}, {queues} queue(s)");
-            }
+                String::new()
+            };
+            eprintln!("== {round_note}{kind}, {queues} queue(s)");
             let dir = root.join(format!("{kind}-q{queues}-r{round}"));
             std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
             let launch = PeerLaunch {

@@ -12,7 +12,6 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     sorted.get(idx).copied()
 }
 
-/// `value / base`, or `None` when either side is missing, not finite, or the base is zero.
 /// Median of the present values (mean of the middle two for an even count); `None` if none.
 pub fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     let mut v: Vec<f64> = values
@@ -32,6 +31,7 @@ pub fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     })
 }
 
+/// `value / base`, or `None` when either side is missing, not finite, or the base is zero.
 pub fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
     let (v, b) = (value?, base?);
     if !v.is_finite() || !b.is_finite() || b == 0.0 {

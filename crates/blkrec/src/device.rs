@@ -619,7 +619,6 @@ impl BlkDevice {
         let mut state = self.queues[queue as usize]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let event_idx = self.event_idx.load(Ordering::Relaxed);
         // When the work behind the completions not yet signalled began.
         let mut batch_start = Instant::now();
         let mut unsignalled = false;
@@ -640,11 +639,7 @@ impl BlkDevice {
             // driver nothing to refill until every request is done, and the queue runs dry.
             // Small requests still share one interrupt per `signal_every` of work.
             if batch_start.elapsed() >= self.opts.signal_every {
-                if event_idx {
-                    Self::signal_if_needed(vring)?;
-                } else {
-                    vring.signal_used_queue()?;
-                }
+                self.signal_used(vring)?;
                 batch_start = Instant::now();
                 unsignalled = false;
             }
@@ -652,7 +647,12 @@ impl BlkDevice {
         Ok(unsignalled)
     }
 
-    fn signal_if_needed(vring: &Vring) -> io::Result<()> {
+    /// Signals the used ring; with EVENT_IDX only if the driver asked for it (virtio 1.2
+    /// §2.7.10: `used_event`).
+    fn signal_used(&self, vring: &Vring) -> io::Result<()> {
+        if !self.event_idx.load(Ordering::Relaxed) {
+            return vring.signal_used_queue();
+        }
         match vring.needs_notification() {
             Ok(true) | Err(_) => vring.signal_used_queue(),
             Ok(false) => Ok(()),
@@ -667,7 +667,7 @@ impl BlkDevice {
             loop {
                 let _ = vring.disable_notification();
                 if self.process_queue(queue, vring)? {
-                    Self::signal_if_needed(vring)?;
+                    self.signal_used(vring)?;
                 }
                 match vring.enable_notification() {
                     Ok(true) => continue,
@@ -675,7 +675,7 @@ impl BlkDevice {
                 }
             }
         } else if self.process_queue(queue, vring)? {
-            vring.signal_used_queue()?;
+            self.signal_used(vring)?;
         }
         Ok(())
     }
