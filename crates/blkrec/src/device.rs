@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringMutex, VringT};
@@ -23,7 +23,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
-use writelog::{flags, Entry, LogWriter};
+use writelog::{flags, Entry, LogWriter, Pending};
 
 /// Guest memory as the daemon maps it.
 pub type GuestMem = GuestMemoryMmap<()>;
@@ -41,7 +41,9 @@ pub struct DeviceOptions {
     pub queue_size: u16,
     /// Serve the image read-only (VIRTIO_BLK_F_RO).
     pub read_only: bool,
-    /// On FLUSH, also fdatasync the write log before completing.
+    /// On FLUSH, also fdatasync the write log before completing (a FLUSH always pushes the
+    /// log's buffer to the kernel, so completed flushes survive a crash of this process;
+    /// this makes them survive a crash of the host too).
     pub durable: bool,
     /// GET_ID string (at most 20 bytes are returned).
     pub serial: String,
@@ -85,12 +87,92 @@ impl QueueState {
     }
 }
 
+/// The disk's backing store. [`FileImage`] is the real one; tests wrap it to inject faults
+/// (EIO, ENOSPC, delays), as cloud-hypervisor's `block` crate puts a trait between its
+/// virtio-blk device and the disk file.
+pub trait Image: Send + Sync {
+    /// Reads exactly `buf.len()` bytes at `off`.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `off`.
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Makes every completed write durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Zeroes `len` bytes at `off`; `unmap`: deallocate them as well.
+    fn zero_range(&self, off: u64, len: u64, unmap: bool) -> io::Result<()>;
+}
+
+/// A raw image file.
+pub struct FileImage(File);
+
+impl FileImage {
+    /// Wraps an open image file.
+    pub fn new(file: File) -> Self {
+        FileImage(file)
+    }
+}
+
+impl Image for FileImage {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, off)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, off)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn zero_range(&self, off: u64, len: u64, unmap: bool) -> io::Result<()> {
+        zero_image_range(&self.0, off, len, unmap)
+    }
+}
+
+/// Sector ranges held by requests between changing the image and logging the change, across
+/// all queues. Overlapping writes are thereby applied and logged in the same order, so the
+/// log's last writer of every sector is the image's (virtio itself does not order requests
+/// in flight, §5.2.6.4, so any order is allowed, but it must be the same in both places).
+/// Each queue runs one request at a time, so at most `num_queues` ranges are held.
+#[derive(Default)]
+struct RangeLocks {
+    held: Mutex<Vec<(u64, u64)>>,
+    freed: Condvar,
+}
+
+struct RangeGuard<'a> {
+    locks: &'a RangeLocks,
+    range: (u64, u64),
+}
+
+impl RangeLocks {
+    /// Waits until no held range overlaps sectors `[start, end)`, then holds it.
+    fn lock(&self, start: u64, end: u64) -> RangeGuard<'_> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while held.iter().any(|&(s, e)| s < end && start < e) {
+            held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        held.push((start, end));
+        RangeGuard {
+            locks: self,
+            range: (start, end),
+        }
+    }
+}
+
+impl Drop for RangeGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held.iter().position(|r| *r == self.range) {
+            held.swap_remove(i);
+        }
+        self.locks.freed.notify_all();
+    }
+}
+
 /// The device. Implements [`VhostUserBackend`] with `&self` methods: each queue has its own
 /// worker thread and its own state; the image `File` is shared (`pread`/`pwrite` take `&self`)
 /// and the log has its own short critical section, so there is no device-wide lock on the
 /// data path.
 pub struct BlkDevice {
-    image: File,
+    image: Arc<dyn Image>,
     image_path: PathBuf,
     capacity: u64,
     opts: DeviceOptions,
@@ -101,6 +183,9 @@ pub struct BlkDevice {
     /// The `wce` config byte: writeback (true) or writethrough.
     wce: AtomicBool,
     queues: Vec<Mutex<QueueState>>,
+    ranges: RangeLocks,
+    /// Whether the first log failure was printed (later ones are the same failure).
+    log_failure_reported: AtomicBool,
 }
 
 /// Result of executing one request: status byte and bytes written to the guest's data buffers.
@@ -263,10 +348,35 @@ impl BlkDevice {
                 image.display()
             )));
         }
+        Self::with_image(
+            Arc::new(FileImage::new(file)),
+            image,
+            capacity * SECTOR,
+            opts,
+            log,
+        )
+    }
+
+    /// Builds the device around any [`Image`] of `size` bytes (`path` only names it in
+    /// messages).
+    pub fn with_image(
+        image: Arc<dyn Image>,
+        path: &Path,
+        size: u64,
+        opts: DeviceOptions,
+        log: Arc<LogWriter>,
+    ) -> Result<Self, Error> {
+        let capacity = size / SECTOR;
+        if capacity == 0 {
+            return Err(Error::Usage(format!(
+                "image {} is smaller than one 512-byte sector",
+                path.display()
+            )));
+        }
         let queues = (0..opts.num_queues).map(|_| Mutex::default()).collect();
         Ok(BlkDevice {
-            image: file,
-            image_path: image.to_path_buf(),
+            image,
+            image_path: path.to_path_buf(),
             capacity,
             log,
             mem: RwLock::new(GuestMemoryAtomic::new(GuestMemoryMmap::new())),
@@ -274,6 +384,8 @@ impl BlkDevice {
             event_idx: AtomicBool::new(false),
             wce: AtomicBool::new(true),
             queues,
+            ranges: RangeLocks::default(),
+            log_failure_reported: AtomicBool::new(false),
             opts,
         })
     }
@@ -427,7 +539,7 @@ impl BlkDevice {
                     return Done::ioerr();
                 }
                 let buf = state.scratch(in_len as usize);
-                if self.image.read_exact_at(buf, sector * SECTOR).is_err() {
+                if self.image.read_at(buf, sector * SECTOR).is_err() {
                     return Done::ioerr();
                 }
                 if scatter(mem, writable, buf).is_err() {
@@ -451,40 +563,57 @@ impl BlkDevice {
                 if gather(mem, readable, virtio::OUTHDR_LEN as u64, buf).is_err() {
                     return Done::ioerr();
                 }
-                if self.image.write_all_at(buf, sector * SECTOR).is_err() {
-                    return Done::ioerr();
-                }
-                let mut fl = bflag;
-                if !self.writeback() {
-                    if self.image.sync_data().is_err() {
-                        return Done::ioerr();
-                    }
-                    // Writethrough: the write was durable when it completed.
-                    fl |= flags::FUA;
-                }
                 if out_len == 0 {
                     return Done::ok(0);
                 }
-                self.log_or_ioerr(&Entry::write(queue, sector, buf, fl))
+                let writethrough = !self.writeback();
+                // Writethrough: the write is durable when it completes.
+                let fl = bflag | if writethrough { flags::FUA } else { 0 };
+                let _range = self.ranges.lock(sector, sector + out_len / SECTOR);
+                // The record's space is reserved before the image changes: a full or failed
+                // log refuses the write while the image is still untouched.
+                let entry = Entry::write(queue, sector, buf, fl);
+                let Some(pending) = self.prepare_or_refuse(&entry) else {
+                    return Done::ioerr();
+                };
+                if self.image.write_at(buf, sector * SECTOR).is_err()
+                    || (writethrough && self.image.sync_data().is_err())
+                {
+                    // Not logged: the guest sees IOERR, so the sectors' contents are
+                    // undefined to it (a partial pwrite may have changed them).
+                    return Done::ioerr();
+                }
+                self.commit_or_ioerr(pending)
             }
             virtio::VIRTIO_BLK_T_FLUSH => {
-                // The flush gets its seq before the image is synced: every write logged before
-                // it had completed (pwrite returned) before the fdatasync started, so it is
-                // durable once this flush completes; later writes are not claimed.
-                if let Err(e) = self.log.append(&Entry::flush(queue, bflag)) {
+                // Every record with a seq below `covers` was applied to the image before the
+                // fdatasync starts, so it is durable once it returns; writes that race with
+                // the flush are not claimed (Entry::flush). The record is appended after the
+                // fdatasync, with FAILED if it failed, so a failed flush never counts.
+                let covers = self.log.next_seq();
+                let synced = self.opts.read_only || self.image.sync_data().is_ok();
+                let fl = bflag | if synced { 0 } else { flags::FAILED };
+                if let Err(e) = self.log.append(&Entry::flush(queue, fl, covers)) {
                     self.log_failed(&e);
                     return Done::ioerr();
                 }
-                if !self.opts.read_only && self.image.sync_data().is_err() {
+                // Push the log's buffer to the kernel on every FLUSH, so what a completed
+                // flush covers survives a crash of this process; --durable also survives
+                // a host crash.
+                let pushed = if self.opts.durable {
+                    self.log.sync()
+                } else {
+                    self.log.flush()
+                };
+                if let Err(e) = pushed {
+                    self.log_failed(&e);
                     return Done::ioerr();
                 }
-                if self.opts.durable {
-                    if let Err(e) = self.log.sync() {
-                        self.log_failed(&e);
-                        return Done::ioerr();
-                    }
+                if synced {
+                    Done::ok(0)
+                } else {
+                    Done::ioerr()
                 }
-                Done::ok(0)
             }
             virtio::VIRTIO_BLK_T_GET_ID => {
                 if out_len != 0 || in_len == 0 {
@@ -567,36 +696,57 @@ impl BlkDevice {
             ));
         }
         for (sector, num, unmap) in segs {
+            if num == 0 {
+                continue;
+            }
             let len = u64::from(num) * SECTOR;
+            // num ≤ MAX_DWZ_SECTORS, so len fits u32.
+            let len32 = len as u32;
+            let writethrough = !self.writeback();
+            let fl = bflag | if writethrough { flags::FUA } else { 0 };
+            let e = if discard {
+                Entry::discard(queue, sector, len32, fl)
+            } else {
+                let uf = if unmap { flags::UNMAP } else { 0 };
+                Entry::write_zeroes(queue, sector, len32, fl | uf)
+            };
+            let _range = self.ranges.lock(sector, sector + u64::from(num));
+            let Some(pending) = self.prepare_or_refuse(&e) else {
+                return Done::ioerr();
+            };
             // Discard deallocates (§5.2.6.2 "MAY deallocate"); we punch a hole, so discarded
             // sectors read back as zeros, which makes replays deterministic. WRITE_ZEROES
             // must read back as zeros; with UNMAP we also deallocate.
-            if zero_image_range(&self.image, sector * SECTOR, len, discard || unmap).is_err() {
+            if self
+                .image
+                .zero_range(sector * SECTOR, len, discard || unmap)
+                .is_err()
+                || (writethrough && self.image.sync_data().is_err())
+            {
                 return Done::ioerr();
             }
-            if !self.writeback() && self.image.sync_data().is_err() {
-                return Done::ioerr();
-            }
-            // num ≤ MAX_DWZ_SECTORS, so len fits u32.
-            let len = len as u32;
-            let e = if discard {
-                Entry::discard(queue, sector, len, bflag)
-            } else {
-                let uf = if unmap { flags::UNMAP } else { 0 };
-                Entry::write_zeroes(queue, sector, len, bflag | uf)
-            };
-            if num > 0 {
-                let d = self.log_or_ioerr(&e);
-                if d.status != virtio::VIRTIO_BLK_S_OK as u8 {
-                    return d;
-                }
+            let d = self.commit_or_ioerr(pending);
+            if d.status != virtio::VIRTIO_BLK_S_OK as u8 {
+                return d;
             }
         }
         Done::ok(0)
     }
 
-    fn log_or_ioerr(&self, e: &Entry<'_>) -> Done {
-        match self.log.append(e) {
+    /// Reserves `e`'s record before the image is changed; `None` (logged once) if the log
+    /// refuses it.
+    fn prepare_or_refuse<'l, 'a>(&'l self, e: &Entry<'a>) -> Option<Pending<'l, 'a>> {
+        match self.log.prepare(e) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                self.log_failed(&err);
+                None
+            }
+        }
+    }
+
+    fn commit_or_ioerr(&self, p: Pending<'_, '_>) -> Done {
+        match p.commit() {
             Ok(_) => Done::ok(0),
             Err(err) => {
                 self.log_failed(&err);
@@ -606,10 +756,9 @@ impl BlkDevice {
     }
 
     fn log_failed(&self, e: &writelog::Error) {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            eprintln!("blkrec: write log failed, failing guest I/O from now on: {e}")
-        });
+        if !self.log_failure_reported.swap(true, Ordering::Relaxed) {
+            eprintln!("blkrec: write log failed, failing guest I/O from now on: {e}");
+        }
     }
 
     /// Drains the available ring of `vring` (queue `queue`). Returns whether some completions

@@ -33,6 +33,15 @@ struct H {
 }
 
 fn harness_with(opts: DeviceOptions, log_data: bool) -> H {
+    harness_on(opts, log_data, |f| Arc::new(f))
+}
+
+/// A harness whose image is `wrap(the real image file)`, for fault injection.
+fn harness_on(
+    opts: DeviceOptions,
+    log_data: bool,
+    wrap: impl FnOnce(FileImage) -> Arc<dyn Image>,
+) -> H {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
     // A recognisable initial image: byte = sector number.
@@ -44,11 +53,18 @@ fn harness_with(opts: DeviceOptions, log_data: bool) -> H {
             LogOptions {
                 log_data,
                 sector_size: 512,
+                max_bytes: None,
             },
         )
         .unwrap(),
     );
-    let dev = Arc::new(BlkDevice::open(&img, opts, log).unwrap());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let image = wrap(FileImage::new(file));
+    let dev = Arc::new(BlkDevice::with_image(image, &img, IMG_SECTORS * 512, opts, log).unwrap());
     let mmap = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
     let gm: &'static GuestMem = Box::leak(Box::new(mmap.clone()));
     let mem = GuestMemoryAtomic::new(mmap);
@@ -686,4 +702,213 @@ fn event_idx_path_and_batches() {
         .handle_event(1, EventSet::IN, std::slice::from_ref(&h.vring), 0)
         .is_err());
     assert!(h.dev.handle_event(0, EventSet::IN, &[], 0).is_err());
+}
+
+/// An image that injects faults: writes and fdatasyncs fail with a chosen errno, and a
+/// write whose data starts with `stall_marker` is applied, reported on `reached`, and then
+/// held for `stall` before it returns (the window between a request's pwrite and its record).
+struct FaultImage {
+    inner: FileImage,
+    write_errno: std::sync::atomic::AtomicI32,
+    sync_errno: std::sync::atomic::AtomicI32,
+    stall_marker: Option<u8>,
+    stall: Duration,
+    reached: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl FaultImage {
+    fn new(inner: FileImage) -> Self {
+        FaultImage {
+            inner,
+            write_errno: 0.into(),
+            sync_errno: 0.into(),
+            stall_marker: None,
+            stall: Duration::ZERO,
+            reached: Mutex::new(None),
+        }
+    }
+    fn fail(e: &std::sync::atomic::AtomicI32) -> io::Result<()> {
+        match e.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+impl Image for FaultImage {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.inner.read_at(buf, off)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        Self::fail(&self.write_errno)?;
+        self.inner.write_at(buf, off)?;
+        if self.stall_marker.is_some() && buf.first() == self.stall_marker.as_ref() {
+            if let Some(tx) = self.reached.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            std::thread::sleep(self.stall);
+        }
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Self::fail(&self.sync_errno)?;
+        self.inner.sync_data()
+    }
+    fn zero_range(&self, off: u64, len: u64, unmap: bool) -> io::Result<()> {
+        Self::fail(&self.write_errno)?;
+        self.inner.zero_range(off, len, unmap)
+    }
+}
+
+/// A write chain at descriptor `first` with its header, data and status at `base`.
+fn write_chain(h: &H, first: u16, base: u64, sector: u64, data: &[u8]) -> Vec<RawDescriptor> {
+    let m = h.m();
+    m.write_obj(VIRTIO_BLK_T_OUT.to_le(), GuestAddress(base))
+        .unwrap();
+    m.write_obj(0u32, GuestAddress(base + 4)).unwrap();
+    m.write_obj(sector.to_le(), GuestAddress(base + 8)).unwrap();
+    m.write_slice(data, GuestAddress(base + 0x1000)).unwrap();
+    m.write_obj(0xffu8, GuestAddress(base + 0x10_000)).unwrap();
+    let n = VRING_DESC_F_NEXT as u16;
+    vec![
+        RawDescriptor::from(SplitDesc::new(base, 16, n, first + 1)),
+        RawDescriptor::from(SplitDesc::new(
+            base + 0x1000,
+            data.len() as u32,
+            n,
+            first + 2,
+        )),
+        RawDescriptor::from(SplitDesc::new(base + 0x10_000, 1, W, 0)),
+    ]
+}
+
+/// Overlapping writes in flight on two queues: the one applied to the image last is the one
+/// logged last. Queue 0's write of A is applied and then stalls before it is logged; queue 1
+/// meanwhile writes B to the same sectors. Without the range lock, B was logged first and A
+/// second while the image held B, so replay and forensics' last writer disagreed with it.
+#[test]
+fn overlapping_writes_on_two_queues_are_logged_in_image_order() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = DeviceOptions {
+        num_queues: 2,
+        ..DeviceOptions::default()
+    };
+    let h = harness_on(opts, true, |f| {
+        let mut img = FaultImage::new(f);
+        img.stall_marker = Some(0xaa);
+        img.stall = Duration::from_millis(300);
+        *img.reached.lock().unwrap() = Some(tx);
+        Arc::new(img)
+    });
+    let (a, b) = (vec![0xaau8; 4096], vec![0xbbu8; 4096]);
+    let base_a = 0x40_0000;
+    let base_b = 0x60_0000;
+    h.vq.add_desc_chains(&write_chain(&h, 0, base_a, 8, &a), 0)
+        .unwrap();
+    let (dev, vring) = (&h.dev, &h.vring);
+    std::thread::scope(|sc| {
+        let on_queue = |q: usize| {
+            sc.spawn(move || {
+                dev.handle_event(0, EventSet::IN, std::slice::from_ref(vring), q)
+                    .unwrap()
+            })
+        };
+        let t0 = on_queue(0);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("queue 0 applied A");
+        // B overlaps A (sectors 12..20 against 8..16).
+        h.vq.add_desc_chains(&write_chain(&h, 3, base_b, 12, &b), 3)
+            .unwrap();
+        let t1 = on_queue(1);
+        t0.join().unwrap();
+        t1.join().unwrap();
+    });
+    let m = h.m();
+    assert_eq!(
+        m.read_obj::<u8>(GuestAddress(base_a + 0x10_000)).unwrap(),
+        OK
+    );
+    assert_eq!(
+        m.read_obj::<u8>(GuestAddress(base_b + 0x10_000)).unwrap(),
+        OK
+    );
+    let writes: Vec<Record> = h
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Write)
+        .collect();
+    assert_eq!(writes.len(), 2);
+    // Replay in log order must give the image: the overlap (sectors 12..16) holds B.
+    let image = h.image();
+    let mut replay = image.clone();
+    for w in &writes {
+        let off = w.sector as usize * 512;
+        replay[off..off + w.len as usize].copy_from_slice(w.data.as_ref().unwrap());
+    }
+    assert_eq!(image[12 * 512], 0xbb, "B was applied last");
+    assert!(
+        replay == image,
+        "log order {:?} disagrees with the image",
+        writes.iter().map(|w| w.sector).collect::<Vec<_>>()
+    );
+}
+
+/// A FLUSH whose fdatasync fails completes with IOERR, and its record says FAILED, so it
+/// never counts as a flush; a later good flush covers every record before it.
+#[test]
+fn a_failed_flush_is_logged_as_failed() {
+    let img = Arc::new(Mutex::new(None::<Arc<FaultImage>>));
+    let keep = img.clone();
+    let mut h = harness_on(DeviceOptions::default(), true, move |f| {
+        let i = Arc::new(FaultImage::new(f));
+        *keep.lock().unwrap() = Some(i.clone());
+        i
+    });
+    let fault = img.lock().unwrap().clone().unwrap();
+    assert_eq!(h.write(0, &pattern(1, 4096)).1, OK);
+    fault.sync_errno.store(libc::EIO, Ordering::Relaxed);
+    h.hdr(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(STATUS, 1, W)]).1, IOERR);
+    fault.sync_errno.store(0, Ordering::Relaxed);
+    h.hdr(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(STATUS, 1, W)]).1, OK);
+    let recs = h.records();
+    let kinds: Vec<Kind> = recs.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [Kind::Write, Kind::Flush, Kind::Flush]);
+    assert!(recs[1].flags & flags::FAILED != 0, "{:?}", recs[1]);
+    assert_eq!(recs[1].flush_covers(), None);
+    assert_eq!(
+        recs[2].flush_covers(),
+        Some(2),
+        "covers the write and the failed flush"
+    );
+}
+
+/// EIO and ENOSPC from the image: the request fails with IOERR, nothing is logged, the
+/// image keeps its old contents, and the next write (once the fault is gone) works.
+#[test]
+fn image_write_errors_are_ioerr_and_not_logged() {
+    for errno in [libc::EIO, libc::ENOSPC] {
+        let img = Arc::new(Mutex::new(None::<Arc<FaultImage>>));
+        let keep = img.clone();
+        let mut h = harness_on(DeviceOptions::default(), true, move |f| {
+            let i = Arc::new(FaultImage::new(f));
+            *keep.lock().unwrap() = Some(i.clone());
+            i
+        });
+        let fault = img.lock().unwrap().clone().unwrap();
+        let before = h.image();
+        fault.write_errno.store(errno, Ordering::Relaxed);
+        assert_eq!(h.write(16, &pattern(2, 4096)).1, IOERR);
+        assert_eq!(h.dwz(VIRTIO_BLK_T_WRITE_ZEROES, &[(32, 8, 0)]).1, IOERR);
+        assert_eq!(h.dwz(VIRTIO_BLK_T_DISCARD, &[(40, 8, 0)]).1, IOERR);
+        assert!(
+            h.records().is_empty(),
+            "errno {errno}: a failed request was logged"
+        );
+        assert!(h.image() == before, "errno {errno}: the image changed");
+        fault.write_errno.store(0, Ordering::Relaxed);
+        assert_eq!(h.write(16, &pattern(3, 4096)).1, OK);
+        assert_eq!(h.records().len(), 1);
+    }
 }

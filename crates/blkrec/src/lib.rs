@@ -141,6 +141,8 @@ pub struct Config {
     pub log_data: bool,
     /// On guest FLUSH, also fdatasync the log before completing it.
     pub durable: bool,
+    /// Cap on the log file's size; once reached, every write fails (`None`: no cap).
+    pub max_log_bytes: Option<u64>,
     /// Number of request queues.
     pub num_queues: u16,
     /// Maximum queue size.
@@ -166,6 +168,7 @@ impl Config {
             log: log.into(),
             log_data: false,
             durable: false,
+            max_log_bytes: None,
             num_queues: 1,
             queue_size: 256,
             read_only: false,
@@ -214,6 +217,7 @@ impl Server {
         let log_opts = LogOptions {
             log_data: config.log_data,
             sector_size: virtio::SECTOR as u32,
+            max_bytes: config.max_log_bytes,
         };
         let probe = std::fs::OpenOptions::new()
             .read(true)

@@ -25,9 +25,16 @@ struct Args {
     /// Also record the written data (needed for `log export` and replay).
     #[arg(long)]
     log_data: bool,
-    /// On a guest FLUSH, fdatasync the log too before completing it.
+    /// On a guest FLUSH, fdatasync the log too before completing it. Without it a FLUSH
+    /// still pushes the log's buffer to the kernel, so what it covers survives SIGKILL of
+    /// blkrec (not a host crash).
     #[arg(long)]
     durable: bool,
+    /// Cap the write log at this many bytes. Once reached, blkrec fails every guest write
+    /// with IOERR (the image is left as the log describes it) and says so on stderr.
+    #[arg(long, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    max_log_bytes: Option<u64>,
     /// Number of request queues (QEMU: -device vhost-user-blk-pci,num-queues=N).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         log: a.log,
         log_data: a.log_data,
         durable: a.durable,
+        max_log_bytes: a.max_log_bytes,
         num_queues: a.num_queues,
         queue_size: a.queue_size,
         read_only: a.read_only,
@@ -62,6 +70,16 @@ fn main() -> ExitCode {
     };
     // Block SIGTERM/SIGINT in every thread (threads inherit the mask) and take them on a
     // dedicated thread, so a signal never interrupts a half-appended record.
+    // A write past RLIMIT_FSIZE raises SIGXFSZ, which kills by default. The log stays below
+    // the limit by itself; an image write past it then fails with EFBIG (IOERR to the guest)
+    // instead of killing blkrec with records still buffered.
+    // SAFETY: setting a signal's disposition to SIG_IGN runs no handler code.
+    if let Err(e) =
+        unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn) }
+    {
+        eprintln!("blkrec: cannot ignore SIGXFSZ: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut sigs = SigSet::empty();
     sigs.add(Signal::SIGTERM);
     sigs.add(Signal::SIGINT);

@@ -53,6 +53,7 @@ fn mapping_at_marks_of_a_data_log() {
         writelog::LogOptions {
             log_data: true,
             sector_size: 512,
+            max_bytes: None,
         },
     )
     .unwrap();

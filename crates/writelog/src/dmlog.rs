@@ -117,14 +117,39 @@ pub fn export_dm_log_writes(
             "only logs with 512-byte sectors can be exported",
         ));
     }
+    // A FLUSH entry in dm-log-writes makes every entry before it durable. Ours is logged
+    // after the image's fdatasync, so writes that raced with it may sit between the seq it
+    // covers and its own: emit it at the seq it covers instead (Entry::flush), and leave out
+    // flushes that failed. One pre-pass finds the flushes to move.
+    let mut early: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+    let mut moved = std::collections::HashSet::new();
+    for rec in LogReader::open(log_path.as_ref())? {
+        let rec = rec?;
+        if let Some(c) = rec.flush_covers().filter(|&c| c < rec.seq) {
+            early.entry(c).or_default().push(rec.flags);
+            moved.insert(rec.seq);
+        }
+    }
     let file = File::create(out_path).map_err(|e| Error::io(out_path, "create the export", e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let wr = |e| Error::io(out_path, "write the export", e);
     out.write_all(&super_sector(0)).map_err(wr)?;
     let zeros = vec![0u8; 1 << 20];
     let mut n = 0u64;
+    let flush_entry = |flags: u32| {
+        let fua = if flags & record::flags::FUA != 0 {
+            DM_FUA
+        } else {
+            0
+        };
+        entry_sector(0, 0, DM_FLUSH | fua, 0, &[])
+    };
     for rec in reader.by_ref() {
         let rec = rec?;
+        for fl in early.remove(&rec.seq).unwrap_or_default() {
+            out.write_all(&flush_entry(fl)).map_err(wr)?;
+            n += 1;
+        }
         let nr = u64::from(rec.len) / EXPORT_SECTOR;
         if u64::from(rec.len) % EXPORT_SECTOR != 0 {
             return Err(Error::Unsupported(
@@ -174,13 +199,10 @@ pub fn export_dm_log_writes(
                     .map_err(wr)?;
             }
             Kind::Flush => {
-                let fl = DM_FLUSH
-                    | if rec.flags & record::flags::FUA != 0 {
-                        DM_FUA
-                    } else {
-                        0
-                    };
-                out.write_all(&entry_sector(0, 0, fl, 0, &[])).map_err(wr)?;
+                if rec.flush_covers().is_none() || moved.contains(&rec.seq) {
+                    continue;
+                }
+                out.write_all(&flush_entry(rec.flags)).map_err(wr)?;
             }
             Kind::Mark => {
                 let name = rec.mark.as_deref().unwrap_or("").as_bytes();

@@ -24,7 +24,7 @@ pub use dmlog::{
 pub use reader::LogReader;
 pub use record::{block_hashes, flags, Entry, Kind, LogHeader, Record};
 pub use stats::{format_record, show, stats, Stats};
-pub use writer::{LogOptions, LogWriter};
+pub use writer::{LogOptions, LogWriter, Pending};
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +82,37 @@ pub enum Error {
         expected: u64,
         /// Seq found.
         found: u64,
+    },
+    /// A damaged record with valid records after it: not a torn tail.
+    #[error(
+        "{}: the record at byte offset {offset} (seq {expected_seq}) is damaged, but a valid \
+         record (seq {next_valid_seq}) follows at byte offset {next_valid_offset}: the log was \
+         damaged after it was written, not cut short by a crash. Records from byte offset \
+         {offset} on were not read; `e4race log show` lists the {expected_seq} records before \
+         it. Use a backup copy of the log or record again",
+        path.display()
+    )]
+    CorruptRecord {
+        /// The log.
+        path: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// Seq the damaged record should have had (= records read before it).
+        expected_seq: u64,
+        /// Seq of the first valid record found after it.
+        next_valid_seq: u64,
+        /// Byte offset of that record.
+        next_valid_offset: u64,
+    },
+    /// The log reached its size limit; the device refuses writes from here on.
+    #[error("the write log {} is full: it reached {what} ({limit} bytes); the device now fails every write. Raise the limit (blkrec/e4race --max-log-bytes, ulimit -f) or record less (no --log-data)", path.display())]
+    Full {
+        /// The log.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+        /// Which limit: `--max-log-bytes` or RLIMIT_FSIZE.
+        what: &'static str,
     },
     /// A record decoded but is inconsistent.
     #[error("corrupt write log: {0}")]

@@ -22,7 +22,7 @@
 //!        17 rflags     u8    bit 0: data present
 //!        18 queue      u16
 //!        20 flags      u32   FUA / BARRIER / UNMAP
-//!        24 sector     u64
+//!        24 sector     u64   FLUSH: seq below which records are covered (Entry::flush)
 //!        32 len        u32   bytes
 //!        36 n_hashes   u32
 //!        40 mark_len   u32
@@ -66,8 +66,11 @@ pub mod flags {
     pub const BARRIER: u32 = 2;
     /// WRITE_ZEROES with `VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP`.
     pub const UNMAP: u32 = 4;
+    /// FLUSH whose fdatasync of the image failed (the guest got IOERR): it made nothing
+    /// durable.
+    pub const FAILED: u32 = 8;
     /// All known flags.
-    pub const ALL: u32 = FUA | BARRIER | UNMAP;
+    pub const ALL: u32 = FUA | BARRIER | UNMAP | FAILED;
 }
 
 /// What a record describes.
@@ -143,6 +146,12 @@ pub struct Record {
 }
 
 impl Record {
+    /// For a FLUSH that succeeded: the seq below which every record was durable when it
+    /// completed (see [`Entry::flush`]). `None` for other kinds and for failed flushes.
+    pub fn flush_covers(&self) -> Option<u64> {
+        (self.kind == Kind::Flush && self.flags & flags::FAILED == 0).then_some(self.sector)
+    }
+
     /// End sector (exclusive) of the range this record touches, for `sector_size`-byte sectors.
     pub fn end_sector(&self, sector_size: u32) -> u64 {
         self.sector + u64::from(self.len).div_ceil(u64::from(sector_size.max(1)))
@@ -205,12 +214,16 @@ impl<'a> Entry<'a> {
             mark: None,
         }
     }
-    /// A cache flush.
-    pub fn flush(queue: u16, flags: u32) -> Self {
+    /// A cache flush, logged once the image's fdatasync returned. `covers`: every record
+    /// with a seq below it had been applied to the image before that fdatasync started, so
+    /// it is durable once the flush completed (unless [`flags::FAILED`]). Records between
+    /// `covers` and the flush's own seq raced with it and are not claimed. Stored in the
+    /// record's `sector` field, which a flush has no other use for.
+    pub fn flush(queue: u16, flags: u32, covers: u64) -> Self {
         Entry {
             queue,
             kind: Kind::Flush,
-            sector: 0,
+            sector: covers,
             len: 0,
             flags,
             data: None,
@@ -511,7 +524,7 @@ mod tests {
         );
         let r = roundtrip(Entry::write_zeroes(1, 8, 512, flags::UNMAP), true);
         assert_eq!((r.kind, r.flags), (Kind::WriteZeroes, flags::UNMAP));
-        let r = roundtrip(Entry::flush(2, 0), true);
+        let r = roundtrip(Entry::flush(2, 0, 7), true);
         assert_eq!((r.kind, r.queue), (Kind::Flush, 2));
     }
 

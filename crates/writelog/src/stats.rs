@@ -24,6 +24,8 @@ pub struct Stats {
     pub sectors_touched: u64,
     /// Flush records.
     pub flushes: u64,
+    /// Flush records whose fdatasync failed (counted in `flushes` too).
+    pub failed_flushes: u64,
     /// Mark records.
     pub marks: u64,
     /// Last seq, if any record.
@@ -91,7 +93,12 @@ pub fn stats(reader: &mut LogReader) -> Result<Stats, Error> {
                     st.fua_writes += 1;
                 }
             }
-            Kind::Flush => st.flushes += 1,
+            Kind::Flush => {
+                st.flushes += 1;
+                if rec.flags & flags::FAILED != 0 {
+                    st.failed_flushes += 1;
+                }
+            }
             Kind::Mark => st.marks += 1,
         }
     }
@@ -130,6 +137,9 @@ impl fmt::Display for Stats {
             b(Kind::WriteZeroes)
         )?;
         writeln!(f, "flushes:         {}", self.flushes)?;
+        if self.failed_flushes > 0 {
+            writeln!(f, "failed flushes:  {}", self.failed_flushes)?;
+        }
         writeln!(f, "marks:           {}", self.marks)?;
         writeln!(
             f,
@@ -173,6 +183,9 @@ fn flag_names(fl: u32) -> String {
     if fl & flags::UNMAP != 0 {
         v.push("UNMAP");
     }
+    if fl & flags::FAILED != 0 {
+        v.push("FAILED");
+    }
     v.join(",")
 }
 
@@ -192,7 +205,11 @@ pub fn format_record(rec: &Record) -> String {
         Kind::Mark => {
             s.push_str(&format!(" {:?}", rec.mark.as_deref().unwrap_or("")));
         }
-        Kind::Flush => {}
+        Kind::Flush => {
+            if let Some(c) = rec.flush_covers() {
+                s.push_str(&format!(" covers<{c}"));
+            }
+        }
         Kind::Write | Kind::Discard | Kind::WriteZeroes => {
             s.push_str(&format!(
                 " {}+{} {}B",

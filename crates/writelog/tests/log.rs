@@ -46,7 +46,7 @@ fn record(log: &LogWriter, initial: &[u8]) -> Vec<u8> {
         log.append(&e).unwrap();
         apply(&mut img, &e);
         if i % 7 == 6 {
-            log.append(&Entry::flush(0, 0)).unwrap();
+            log.append(&Entry::flush(0, 0, log.next_seq())).unwrap();
         }
         if i == 10 {
             let e = Entry::discard(1, 100, 8192, 0);
@@ -80,12 +80,12 @@ fn write_read_back_and_stats() {
         log.append(&Entry::write(2, 8, &data, flags::FUA)).unwrap(),
         0
     );
-    assert_eq!(log.append(&Entry::flush(0, 0)).unwrap(), 1);
+    assert_eq!(log.append(&Entry::flush(0, 0, log.next_seq())).unwrap(), 1);
     assert_eq!(log.mark("hello").unwrap(), 2);
     assert_eq!(log.append(&Entry::discard(1, 64, 4096, 0)).unwrap(), 3);
     assert_eq!(log.finish().unwrap(), 4);
     assert!(
-        log.append(&Entry::flush(0, 0)).is_err(),
+        log.append(&Entry::flush(0, 0, log.next_seq())).is_err(),
         "append after finish"
     );
     drop(log);
@@ -141,6 +141,7 @@ fn concurrent_appends_are_gap_free() {
             LogOptions {
                 log_data: true,
                 sector_size: 512,
+                max_bytes: None,
             },
         )
         .unwrap(),
@@ -184,6 +185,7 @@ fn torn_tail_reads_back_prefix() {
         LogOptions {
             log_data: true,
             sector_size: 512,
+            max_bytes: None,
         },
     )
     .unwrap();
@@ -238,6 +240,7 @@ fn export_and_replays_match_final_image() {
         LogOptions {
             log_data: true,
             sector_size: 512,
+            max_bytes: None,
         },
     )
     .unwrap();

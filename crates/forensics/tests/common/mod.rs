@@ -47,6 +47,7 @@ pub fn make_run(dir: &Path, with_run_id: bool) {
         LogOptions {
             log_data: false,
             sector_size: 512,
+            max_bytes: None,
         },
     )
     .unwrap();
@@ -57,7 +58,7 @@ pub fn make_run(dir: &Path, with_run_id: bool) {
         .unwrap();
     log.append(&Entry::write(1, sector(401), &tag(1, 0), 0))
         .unwrap();
-    log.append(&Entry::flush(0, 0)).unwrap();
+    log.append(&Entry::flush(0, 0, log.next_seq())).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(5));
     // A two-block write: f0 lblk 1 lands at pblk 500 (second chunk).
     let mut two = vec![0x11u8; 4096];
@@ -69,7 +70,7 @@ pub fn make_run(dir: &Path, with_run_id: bool) {
         .unwrap();
     log.append(&Entry::write(1, sector(700), &tag(1, 5), 0))
         .unwrap();
-    log.append(&Entry::flush(1, 0)).unwrap();
+    log.append(&Entry::flush(1, 0, log.next_seq())).unwrap();
     log.mark("round-0-done").unwrap();
     // The in-place block is overwritten after the round.
     log.append(&Entry::write(0, sector(600), &[0x22; 4096], 0))
