@@ -44,13 +44,18 @@ pub struct TestDisk {
     log_data: bool,
     num_queues: u16,
     dir: PathBuf,
+    /// Where blkrec listens: in the run's short socket directory, not in `dir`, whose path may
+    /// be too long for a unix socket.
+    socket: PathBuf,
     recorder: Option<Recorder>,
 }
 
 impl TestDisk {
-    /// Creates a sparse raw image of `mib` MiB. A full host disk is reported as such.
+    /// Creates a sparse raw image of `mib` MiB in `dir`. blkrec (if it serves the disk) listens
+    /// on `socket`. A full host disk is reported as such.
     pub fn create(
         dir: &Path,
+        socket: PathBuf,
         mib: u64,
         backend: DiskBackend,
         log_data: bool,
@@ -66,6 +71,7 @@ impl TestDisk {
             log_data,
             num_queues: num_queues.max(1),
             dir: dir.to_path_buf(),
+            socket,
             recorder: None,
         })
     }
@@ -77,7 +83,7 @@ impl TestDisk {
                 image: self.image.clone(),
             }),
             DiskBackend::Blkrec => {
-                let socket = self.dir.join("blkrec.sock");
+                let socket = self.socket.clone();
                 let log = self.dir.join("writes.log");
                 let mut cfg = blkrec::Config::new(&self.image, &socket, &log);
                 cfg.log_data = self.log_data;

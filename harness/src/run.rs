@@ -11,7 +11,7 @@ use crate::cli::CommonArgs;
 use crate::disk::TestDisk;
 use crate::report::{Finding, KernelInfo, Report, Verdict, SCHEMA};
 use crate::scenarios::{self, ScenarioPlan};
-use crate::vm::{self, Vm, VmConfig, VmError};
+use crate::vm::{self, SocketDir, Vm, VmConfig, VmError};
 
 /// Progress lines on stderr, stamped with the time since the run started.
 #[derive(Clone)]
@@ -88,22 +88,93 @@ pub fn agent_binary() -> Result<PathBuf, RunError> {
     )))
 }
 
-fn run_dir_name(plan: &ScenarioPlan, kernel: &KernelSpec) -> String {
-    let label: String = match kernel {
-        KernelSpec::Debian { series } => series.clone(),
+/// How many characters of a patch's file stem, a mutant's or a custom kernel's file name a
+/// run directory name keeps.
+const LABEL_MAX: usize = 24;
+
+/// `s` with every character outside `[A-Za-z0-9._-]` replaced by '_', cut to `max` characters.
+fn sanitize_label(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
+/// 8 hex digits of FNV-1a (64-bit) over `parts`: stable across builds and Rust releases.
+fn short_hash(parts: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain([0xffu8].iter()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
+}
+
+/// A name safe as a path component: sanitized and truncated, plus a hash of the original when
+/// that changed it, so two different names stay distinct.
+fn safe_label(name: &str) -> String {
+    let safe = sanitize_label(name, LABEL_MAX);
+    if safe == name && !safe.is_empty() {
+        safe
+    } else {
+        format!("{safe}-{}", short_hash(&[name.as_bytes()]))
+    }
+}
+
+/// `patch-STEM-HASH`: the file stem (sanitized, truncated) and a hash of the whole path and,
+/// if readable, the patch's content, so different patches (or versions of one) stay distinct.
+fn patch_label(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let stem = path
+        .file_stem()
+        .map(|s| sanitize_label(&s.to_string_lossy(), LABEL_MAX))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "patch".into());
+    let content = std::fs::read(path).unwrap_or_default();
+    format!(
+        "patch-{stem}-{}",
+        short_hash(&[path.as_os_str().as_bytes(), &content])
+    )
+}
+
+/// The run directory name's part for the plan's mutant label (`NAME`, or `patch:PATH` for
+/// --ext4-patch, see scenarios::mutant_label).
+fn mutant_dir_label(mutant: &str) -> String {
+    match mutant.strip_prefix("patch:") {
+        Some(path) => patch_label(Path::new(path)),
+        None => safe_label(mutant),
+    }
+}
+
+fn kernel_dir_label(kernel: &KernelSpec) -> String {
+    match kernel {
+        KernelSpec::Debian { series } => safe_label(series),
         KernelSpec::Custom { bzimage, .. } => bzimage
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| safe_label(&n.to_string_lossy()))
             .unwrap_or_else(|| "custom".into()),
-    };
+    }
+}
+
+/// `TIME-SCENARIO-KERNEL[-MUTANT]`, short and free of '/' whatever the patch or kernel path:
+/// at most about 110 characters.
+fn run_dir_name(plan: &ScenarioPlan, kernel: &KernelSpec) -> String {
     format!(
         "{}-{}-{}{}",
         chrono::Local::now().format("%Y-%m-%dT%H-%M-%S%.3f"),
-        plan.name,
-        label,
+        safe_label(&plan.name),
+        kernel_dir_label(kernel),
         plan.mutant
             .as_ref()
-            .map(|m| format!("-{m}"))
+            .map(|m| format!("-{}", mutant_dir_label(m)))
             .unwrap_or_default()
     )
 }
@@ -213,6 +284,26 @@ async fn execute_inner(
     progress: &Progress,
     report: &mut Report,
 ) -> Result<ScenarioOutcome, RunError> {
+    // Unix sockets cannot live in the run directory: its path (--runs-dir and the run name) may
+    // be longer than sun_path's 108 bytes. They go in a short private directory, removed when
+    // this function returns (declared first, so dropped after the VM and the disk).
+    let sockets = SocketDir::create()?;
+    let blkrec_socket = sockets.socket("blkrec.sock");
+    let control_socket = sockets.socket("control.sock");
+    let _ = std::fs::write(
+        dir.join("sockets.txt"),
+        format!(
+            "socket directory: {} (removed when the run ends)\nblkrec (vhost-user): {}\ncontrol channel: {}\nKVM probe (if one runs): {}\n",
+            sockets.path().display(),
+            blkrec_socket.display(),
+            control_socket.display(),
+            sockets.socket("probe-ctl.sock").display(),
+        ),
+    );
+    progress.step(&format!(
+        "sockets in {} (removed when the run ends)",
+        sockets.path().display()
+    ));
     let qemu = vm::find_qemu()?;
     let cache = common.cache_dir();
     let ext4_module =
@@ -243,15 +334,18 @@ async fn execute_inner(
         &img.kernel.image,
         &img.initramfs,
         &cache,
-        dir,
+        // The probe's control socket goes there too; its logs are brought back below.
+        sockets.path(),
     )
     .await;
+    keep_probe_logs(sockets.path(), dir);
     report.accel = format!("{accel:?}").to_lowercase();
     report.accel_reason = reason.clone();
     progress.step(&format!("accelerator {}: {reason}", report.accel));
 
     let mut disk = TestDisk::create(
         dir,
+        blkrec_socket,
         plan.disk_mib,
         common.disk_backend,
         plan.log_data || common.log_data,
@@ -274,7 +368,7 @@ async fn execute_inner(
             initrd: img.initramfs.clone(),
             extra_append: vec![],
             disk: Some(attachment),
-            control_socket: dir.join("control.sock"),
+            control_socket: control_socket.clone(),
             bios: vm::default_bios(),
         };
         progress.step(&format!(
@@ -319,4 +413,132 @@ async fn execute_inner(
     let outcome = scenarios::drive(plan, vm, ctx_ref).await?;
     ctx.disk.stop().await?;
     Ok(outcome)
+}
+
+/// Moves the KVM probe's console and QEMU stderr (written next to its socket) into the run
+/// directory, where every artifact of a run belongs.
+fn keep_probe_logs(scratch: &Path, dir: &Path) {
+    for name in ["probe-console.log", "probe-qemu.stderr"] {
+        let from = scratch.join(name);
+        if from.exists() {
+            // Copy, not rename: the socket directory is often on another file system (tmpfs).
+            if std::fs::copy(&from, dir.join(name)).is_ok() {
+                let _ = std::fs::remove_file(&from);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The plan and kernel `e4race run smoke ARGS...` gives.
+    fn plan_for(args: &[&str]) -> (ScenarioPlan, KernelSpec) {
+        let argv = ["e4race", "run", "smoke", "--kernel", "6.1"]
+            .iter()
+            .chain(args)
+            .copied();
+        let crate::cli::Cmd::Run { scenario } =
+            crate::cli::Cli::try_parse_from(argv).unwrap().command
+        else {
+            panic!("not a run command");
+        };
+        let (common, plan) = scenarios::plan(scenario).unwrap();
+        (plan, common.kernel_spec().unwrap())
+    }
+
+    /// `/` + enough 40-character folders to make a path of exactly `len` bytes ending in `file`.
+    fn long_path(len: usize, folder: char, file: &str) -> String {
+        let mut p = String::new();
+        while p.len() + 41 + 1 + file.len() <= len {
+            p.push('/');
+            p.extend(std::iter::repeat_n(folder, 40));
+        }
+        let pad = len - p.len() - 1 - file.len() - 1;
+        p.push('/');
+        p.extend(std::iter::repeat_n('x', pad));
+        p.push('/');
+        p.push_str(file);
+        assert_eq!(p.len(), len);
+        p
+    }
+
+    #[test]
+    fn a_long_patch_path_gives_a_short_distinct_run_dir_name() {
+        let a = long_path(200, 'a', "fix.patch");
+        let b = long_path(200, 'b', "fix.patch");
+        let (pa, k) = plan_for(&["--ext4-patch", &a]);
+        let (pb, _) = plan_for(&["--ext4-patch", &b]);
+        assert_eq!(pa.mutant.as_deref(), Some(format!("patch:{a}").as_str()));
+        let (na, nb) = (run_dir_name(&pa, &k), run_dir_name(&pb, &k));
+        for n in [&na, &nb] {
+            assert!(n.len() <= 80, "{n} ({} bytes)", n.len());
+            assert!(!n.contains('/'), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+                "{n}"
+            );
+            assert!(n.contains("-smoke-6.1-patch-fix-"), "{n}");
+        }
+        // Different paths, same stem: the hash keeps them apart.
+        let tail = |n: &str| n.split_once("-smoke-").unwrap().1.to_string();
+        assert_ne!(tail(&na), tail(&nb));
+        // The same path gives the same label.
+        assert_eq!(
+            tail(&na),
+            tail(&run_dir_name(&plan_for(&["--ext4-patch", &a]).0, &k))
+        );
+    }
+
+    #[test]
+    fn long_or_odd_stems_are_sanitized_and_truncated() {
+        let l = patch_label(Path::new(
+            "/p/fix ext4: the migrate+mmap race (v2) ünïcode.patch",
+        ));
+        assert!(l.starts_with("patch-fix_ext4__the_"), "{l}");
+        let stem = l
+            .strip_prefix("patch-")
+            .unwrap()
+            .rsplit_once('-')
+            .unwrap()
+            .0;
+        assert!(stem.chars().count() <= LABEL_MAX, "{l}");
+        let long_stem = format!("/p/{}.patch", "y".repeat(300));
+        let l = patch_label(Path::new(&long_stem));
+        assert_eq!(l.len(), "patch-".len() + LABEL_MAX + 1 + 8, "{l}");
+        assert_eq!(
+            patch_label(Path::new("/")),
+            format!("patch-patch-{}", short_hash(&[b"/", b""]))
+        );
+        // The content counts: the same path with another patch in it is another label.
+        let d = std::env::temp_dir().join(format!("e4race-run-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("fix.patch");
+        std::fs::write(&f, "one").unwrap();
+        let one = patch_label(&f);
+        std::fs::write(&f, "two").unwrap();
+        assert_ne!(one, patch_label(&f));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn mutant_and_custom_kernel_labels_are_safe() {
+        assert_eq!(mutant_dir_label("migrate-flag-clear"), "migrate-flag-clear");
+        let m = mutant_dir_label("../../etc/a-very-long-mutant-name-beyond-limits");
+        assert!(!m.contains('/') && m.len() <= LABEL_MAX + 9, "{m}");
+        let k = KernelSpec::Custom {
+            bzimage: PathBuf::from(format!("/k/{}", "vmlinuz ".repeat(30))),
+            modules_dir: None,
+        };
+        let l = kernel_dir_label(&k);
+        assert!(!l.contains(' ') && l.len() == LABEL_MAX + 9, "{l}");
+        let k = KernelSpec::Custom {
+            bzimage: PathBuf::from("/home/u/linux/arch/x86/boot/bzImage"),
+            modules_dir: None,
+        };
+        assert_eq!(kernel_dir_label(&k), "bzImage");
+    }
 }

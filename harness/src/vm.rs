@@ -52,6 +52,92 @@ pub struct VmConfig {
     pub bios: Option<PathBuf>,
 }
 
+/// `sun_path`'s size on Linux: a unix socket path must be shorter than this (it ends in a NUL).
+pub const SUN_PATH_MAX: usize = 108;
+
+/// The longest socket name any run puts in its [`SocketDir`] (the KVM probe's control socket).
+const LONGEST_SOCKET_NAME: &str = "probe-ctl.sock";
+
+/// A short private directory (mode 0700) for a run's unix sockets: the vhost-user socket, the
+/// control channel and the KVM probe's. Sockets cannot live in the run directory, whose path
+/// (--runs-dir + run name) may be longer than `sun_path` allows. Removed when dropped.
+#[derive(Debug)]
+pub struct SocketDir {
+    path: PathBuf,
+}
+
+impl SocketDir {
+    /// `$XDG_RUNTIME_DIR/e4race-XXXXXX` when that is set and short enough, else
+    /// `$TMPDIR/e4race-XXXXXX` (`/tmp` without TMPDIR).
+    pub fn create() -> Result<SocketDir, VmError> {
+        let base = socket_base(
+            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+            std::env::temp_dir(),
+        )?;
+        SocketDir::create_in(&base)
+    }
+
+    /// `base/e4race-XXXXXX`; an error naming TMPDIR if its sockets' paths would be too long.
+    pub fn create_in(base: &Path) -> Result<SocketDir, VmError> {
+        check_base(base)?;
+        let template = base.join("e4race-XXXXXX");
+        let path = nix::unistd::mkdtemp(&template).map_err(|e| VmError::Io {
+            what: format!(
+                "creating a directory for the run's sockets in {} (set TMPDIR to a writable directory)",
+                base.display()
+            ),
+            source: std::io::Error::from(e),
+        })?;
+        Ok(SocketDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of the socket `name` in this directory.
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The length in bytes of the longest socket path a [`SocketDir`] under `base` can hold.
+fn longest_socket_path(base: &Path) -> usize {
+    base.join("e4race-XXXXXX")
+        .join(LONGEST_SOCKET_NAME)
+        .as_os_str()
+        .len()
+}
+
+fn check_base(base: &Path) -> Result<(), VmError> {
+    let longest = longest_socket_path(base);
+    if longest >= SUN_PATH_MAX {
+        return Err(VmError::SocketDirTooLong {
+            base: base.to_path_buf(),
+            longest,
+        });
+    }
+    Ok(())
+}
+
+/// Where the socket directory goes: `xdg` (`$XDG_RUNTIME_DIR`) if it is an absolute, existing
+/// directory short enough for socket paths, else `tmp` if that is short enough, else an error.
+fn socket_base(xdg: Option<PathBuf>, tmp: PathBuf) -> Result<PathBuf, VmError> {
+    if let Some(x) = xdg.filter(|x| x.is_absolute() && x.is_dir()) {
+        if check_base(&x).is_ok() {
+            return Ok(x);
+        }
+    }
+    check_base(&tmp)?;
+    Ok(tmp)
+}
+
 pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 
 /// Finds qemu-system-x86_64 in PATH.
@@ -214,6 +300,13 @@ pub enum VmError {
     Protocol { detail: String, line: String },
     #[error("interrupted")]
     Interrupted,
+    #[error(
+        "a run's unix sockets go in a private directory under {}, but that gives socket paths of \
+         {longest} bytes and a unix socket path must be shorter than {SUN_PATH_MAX} bytes: set \
+         TMPDIR to a shorter directory (e.g. TMPDIR=/tmp)",
+        base.display()
+    )]
+    SocketDirTooLong { base: PathBuf, longest: usize },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
@@ -517,5 +610,68 @@ async fn race_guest<T>(
                 return Err(VmError::Timeout { step: step.into(), secs: timeout.as_secs(), tail: console.tail(30) });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory whose path is at least `len` bytes long, under `root`.
+    fn deep_dir(root: &Path, len: usize) -> PathBuf {
+        let mut p = root.to_path_buf();
+        while p.as_os_str().len() < len {
+            p.push("d".repeat(40));
+        }
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn socket_dir_is_short_whatever_the_run_directory() {
+        let root = std::env::temp_dir().join(format!("e4race-vm-unit-{}", std::process::id()));
+        let run_dir = deep_dir(&root, 220);
+        assert!(run_dir.as_os_str().len() >= 200);
+        let sockets = SocketDir::create().unwrap();
+        for name in ["blkrec.sock", "control.sock", LONGEST_SOCKET_NAME] {
+            let s = sockets.socket(name);
+            assert!(s.as_os_str().len() < SUN_PATH_MAX, "{}", s.display());
+            assert!(!s.starts_with(&run_dir));
+            // It really binds, where the run directory would not.
+            let l = std::os::unix::net::UnixListener::bind(&s).unwrap();
+            drop(l);
+            assert!(std::os::unix::net::UnixListener::bind(run_dir.join(name)).is_err());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(sockets.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let dir = sockets.path().to_path_buf();
+        drop(sockets);
+        assert!(
+            !dir.exists(),
+            "the socket directory is removed with its guard"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_too_long_tmpdir_is_a_clear_error() {
+        let root = std::env::temp_dir().join(format!("e4race-vm-unit-tmp-{}", std::process::id()));
+        let long = deep_dir(&root, 120);
+        let e = SocketDir::create_in(&long).unwrap_err().to_string();
+        assert!(e.contains("set TMPDIR to a shorter directory"), "{e}");
+        assert!(e.contains("shorter than 108 bytes"), "{e}");
+        // A long XDG_RUNTIME_DIR is skipped for a short TMPDIR; a long TMPDIR alone is an error.
+        let short = std::env::temp_dir();
+        assert_eq!(
+            socket_base(Some(long.clone()), short.clone()).unwrap(),
+            short
+        );
+        assert!(socket_base(None, long.clone()).is_err());
+        assert_eq!(socket_base(Some(short.clone()), long).unwrap(), short);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
