@@ -145,6 +145,11 @@ pub struct CommonArgs {
     /// Record the written data in writes.log too, not only hashes (enables replay to any point).
     #[arg(long)]
     pub log_data: bool,
+    /// Cap writes.log at this many bytes. Once it is reached, blkrec fails every further guest
+    /// write and the run ends in INFRA-ERROR saying so (a guard for small CI disks; --log-data
+    /// logs every byte the guest writes).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    pub max_log_bytes: Option<u64>,
     /// Load ext4 rebuilt with this mutant (a folder name under vm-images/mutants).
     #[arg(long, conflicts_with = "ext4_patch")]
     pub mutant: Option<String>,
@@ -205,6 +210,9 @@ impl CommonArgs {
         v.extend(["--disk-backend".into(), self.disk_backend.as_str().into()]);
         if self.log_data {
             v.push("--log-data".into());
+        }
+        if let Some(b) = self.max_log_bytes {
+            v.extend(["--max-log-bytes".into(), b.to_string()]);
         }
         if let Some(m) = &self.mutant {
             v.extend(["--mutant".into(), m.clone()]);

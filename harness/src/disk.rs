@@ -32,6 +32,7 @@ impl DiskBackend {
 
 struct Recorder {
     socket: PathBuf,
+    device: Arc<blkrec::BlkDevice>,
     log: Arc<writelog::LogWriter>,
     thread: std::thread::JoinHandle<Result<blkrec::RunSummary, blkrec::Error>>,
 }
@@ -42,6 +43,7 @@ pub struct TestDisk {
     /// `writes.log`, when blkrec serves the disk.
     pub log: Option<PathBuf>,
     log_data: bool,
+    max_log_bytes: Option<u64>,
     num_queues: u16,
     dir: PathBuf,
     /// Where blkrec listens: in the run's short socket directory, not in `dir`, whose path may
@@ -59,6 +61,7 @@ impl TestDisk {
         mib: u64,
         backend: DiskBackend,
         log_data: bool,
+        max_log_bytes: Option<u64>,
         num_queues: u16,
     ) -> Result<Self, RunError> {
         let image = dir.join("disk.img");
@@ -69,6 +72,7 @@ impl TestDisk {
             backend,
             log: None,
             log_data,
+            max_log_bytes,
             num_queues: num_queues.max(1),
             dir: dir.to_path_buf(),
             socket,
@@ -87,6 +91,7 @@ impl TestDisk {
                 let log = self.dir.join("writes.log");
                 let mut cfg = blkrec::Config::new(&self.image, &socket, &log);
                 cfg.log_data = self.log_data;
+                cfg.max_log_bytes = self.max_log_bytes;
                 // Durable: the log reaches the disk before a guest FLUSH completes, so a
                 // crashed run's log still covers everything the guest saw acknowledged.
                 cfg.durable = true;
@@ -94,6 +99,7 @@ impl TestDisk {
                 let server = blkrec::Server::bind(&cfg)
                     .map_err(|e| RunError::Other(format!("starting blkrec: {e}")))?;
                 let log_writer = server.log().clone();
+                let device = server.device().clone();
                 let thread = std::thread::Builder::new()
                     .name("blkrec".into())
                     .spawn(move || server.serve())
@@ -113,6 +119,7 @@ impl TestDisk {
                 self.log = Some(log);
                 self.recorder = Some(Recorder {
                     socket: socket.clone(),
+                    device,
                     log: log_writer,
                     thread,
                 });
@@ -131,12 +138,18 @@ impl TestDisk {
         }
     }
 
+    /// A host-side failure behind guest I/O errors so far, if any (see [`host_fault`]).
+    pub fn host_fault(&self) -> Option<RunError> {
+        self.recorder.as_ref().and_then(|r| host_fault(&r.device))
+    }
+
     /// Stops the backend after the guest is gone, so the write log is complete.
     pub async fn stop(&mut self) -> Result<(), RunError> {
         let Some(r) = self.recorder.take() else {
             return Ok(());
         };
         let socket = r.socket.clone();
+        let device = r.device.clone();
         let joined = tokio::task::spawn_blocking(move || {
             // serve() returns when QEMU disconnects. If QEMU never connected (it failed first),
             // a connection of our own that closes at once releases it.
@@ -152,6 +165,9 @@ impl TestDisk {
         })
         .await
         .map_err(|e| RunError::Other(format!("blkrec stop task: {e}")))?;
+        if let Some(e) = host_fault(&device) {
+            return Err(e);
+        }
         match joined {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(RunError::Other(format!("blkrec failed: {e}"))),
@@ -160,6 +176,28 @@ impl TestDisk {
             )),
         }
     }
+}
+
+/// Guest I/O that failed because of the host (a full disk, EIO, a full or failed log) makes
+/// whatever the guest saw afterwards untrustworthy: an INFRA-ERROR, not a kernel finding.
+fn host_fault(device: &blkrec::BlkDevice) -> Option<RunError> {
+    let faults = device.faults();
+    if let Some((msg, errno)) = &faults.first_image_error {
+        let hint = if *errno == Some(libc::ENOSPC) {
+            "the host disk is full: free some space or pass --runs-dir on another file system"
+        } else {
+            "check the host file system holding the run directory"
+        };
+        return Some(RunError::Other(format!(
+            "{} guest request(s) failed on the host, so what the guest saw is not a kernel finding; first: {msg} ({hint})",
+            faults.image_errors
+        )));
+    }
+    faults.log.as_ref().map(|msg| {
+        RunError::Other(format!(
+            "the write log stopped recording, so guest writes failed from then on: {msg}"
+        ))
+    })
 }
 
 pub fn full_or(e: std::io::Error, path: &Path) -> RunError {

@@ -224,6 +224,9 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
         report.duration_s = started.elapsed().as_secs_f64();
         return report;
     }
+    // Room for the reports, taken now: if the host disk fills during the run (the guest's
+    // writes land in disk.img), report.json and the rest must still fit.
+    reserve_report_space(&dir);
     let _ = std::fs::write(
         dir.join("plan.json"),
         serde_json::to_string_pretty(&plan).unwrap_or_default(),
@@ -262,7 +265,24 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
     report
 }
 
+/// Where [`reserve_report_space`] keeps its room.
+const REPORT_RESERVE: &str = ".report-space";
+
+/// Allocates (not sparsely) 4 MiB in the run directory, given back just before the reports
+/// are written. Best effort: without it a full disk costs the reports, not the run.
+fn reserve_report_space(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = std::fs::File::create(dir.join(REPORT_RESERVE)) {
+        // SAFETY: fallocate(2) on a file descriptor we own, with integer arguments.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 4 << 20) };
+        if rc != 0 {
+            let _ = std::fs::remove_file(dir.join(REPORT_RESERVE));
+        }
+    }
+}
+
 fn finish_artifacts(common: &CommonArgs, dir: &Path, report: &Report) {
+    let _ = std::fs::remove_file(dir.join(REPORT_RESERVE));
     let _ = std::fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(report).unwrap_or_default(),
@@ -349,6 +369,7 @@ async fn execute_inner(
         plan.disk_mib,
         common.disk_backend,
         plan.log_data || common.log_data,
+        common.max_log_bytes,
         common.cpus as u16,
     )?;
     // A boot that oopses before our agent runs is retried once under TCG: multi-threaded
@@ -410,7 +431,11 @@ async fn execute_inner(
         command_timeout: Duration::from_secs(common.timeout),
     };
     let ctx_ref = &mut ctx;
-    let outcome = scenarios::drive(plan, vm, ctx_ref).await?;
+    let outcome = match scenarios::drive(plan, vm, ctx_ref).await {
+        Ok(o) => o,
+        // A guest that failed because the host failed its I/O: say so, not what it tripped on.
+        Err(e) => return Err(ctx.disk.host_fault().unwrap_or(e)),
+    };
     ctx.disk.stop().await?;
     Ok(outcome)
 }

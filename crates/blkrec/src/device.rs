@@ -184,8 +184,25 @@ pub struct BlkDevice {
     wce: AtomicBool,
     queues: Vec<Mutex<QueueState>>,
     ranges: RangeLocks,
-    /// Whether the first log failure was printed (later ones are the same failure).
-    log_failure_reported: AtomicBool,
+    faults: Mutex<HostFaults>,
+}
+
+/// Host-side failures behind guest I/O errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFaults {
+    /// Guest requests that failed because reading, writing or syncing the image failed.
+    pub image_errors: u64,
+    /// The first of those: what failed, and its errno.
+    pub first_image_error: Option<(String, Option<i32>)>,
+    /// Why the write log stopped taking records, if it did.
+    pub log: Option<String>,
+}
+
+impl HostFaults {
+    /// Whether anything failed.
+    pub fn any(&self) -> bool {
+        self.image_errors > 0 || self.log.is_some()
+    }
 }
 
 /// Result of executing one request: status byte and bytes written to the guest's data buffers.
@@ -385,7 +402,7 @@ impl BlkDevice {
             wce: AtomicBool::new(true),
             queues,
             ranges: RangeLocks::default(),
-            log_failure_reported: AtomicBool::new(false),
+            faults: Mutex::new(HostFaults::default()),
             opts,
         })
     }
@@ -539,7 +556,8 @@ impl BlkDevice {
                     return Done::ioerr();
                 }
                 let buf = state.scratch(in_len as usize);
-                if self.image.read_at(buf, sector * SECTOR).is_err() {
+                if let Err(e) = self.image.read_at(buf, sector * SECTOR) {
+                    self.image_failed("read", sector, &e);
                     return Done::ioerr();
                 }
                 if scatter(mem, writable, buf).is_err() {
@@ -576,9 +594,15 @@ impl BlkDevice {
                 let Some(pending) = self.prepare_or_refuse(&entry) else {
                     return Done::ioerr();
                 };
-                if self.image.write_at(buf, sector * SECTOR).is_err()
-                    || (writethrough && self.image.sync_data().is_err())
-                {
+                let applied = self.image.write_at(buf, sector * SECTOR).and_then(|()| {
+                    if writethrough {
+                        self.image.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = applied {
+                    self.image_failed("write", sector, &e);
                     // Not logged: the guest sees IOERR, so the sectors' contents are
                     // undefined to it (a partial pwrite may have changed them).
                     return Done::ioerr();
@@ -591,7 +615,14 @@ impl BlkDevice {
                 // the flush are not claimed (Entry::flush). The record is appended after the
                 // fdatasync, with FAILED if it failed, so a failed flush never counts.
                 let covers = self.log.next_seq();
-                let synced = self.opts.read_only || self.image.sync_data().is_ok();
+                let synced = self.opts.read_only
+                    || match self.image.sync_data() {
+                        Ok(()) => true,
+                        Err(e) => {
+                            self.image_failed("fdatasync", 0, &e);
+                            false
+                        }
+                    };
                 let fl = bflag | if synced { 0 } else { flags::FAILED };
                 if let Err(e) = self.log.append(&Entry::flush(queue, fl, covers)) {
                     self.log_failed(&e);
@@ -717,12 +748,18 @@ impl BlkDevice {
             // Discard deallocates (§5.2.6.2 "MAY deallocate"); we punch a hole, so discarded
             // sectors read back as zeros, which makes replays deterministic. WRITE_ZEROES
             // must read back as zeros; with UNMAP we also deallocate.
-            if self
+            let applied = self
                 .image
                 .zero_range(sector * SECTOR, len, discard || unmap)
-                .is_err()
-                || (writethrough && self.image.sync_data().is_err())
-            {
+                .and_then(|()| {
+                    if writethrough {
+                        self.image.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = applied {
+                self.image_failed(if discard { "discard" } else { "write-zeroes" }, sector, &e);
                 return Done::ioerr();
             }
             let d = self.commit_or_ioerr(pending);
@@ -756,9 +793,35 @@ impl BlkDevice {
     }
 
     fn log_failed(&self, e: &writelog::Error) {
-        if !self.log_failure_reported.swap(true, Ordering::Relaxed) {
+        let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if f.log.is_none() {
             eprintln!("blkrec: write log failed, failing guest I/O from now on: {e}");
+            f.log = Some(e.to_string());
         }
+    }
+
+    /// A guest request failed because the host could not access the image: counted, and
+    /// the first one of each kind printed, so an EIO the guest saw has a reason on the host.
+    fn image_failed(&self, op: &'static str, sector: u64, e: &io::Error) {
+        let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        f.image_errors += 1;
+        if f.first_image_error.is_none() {
+            let msg = format!(
+                "{op} at sector {sector} of {}: {e}",
+                self.image_path.display()
+            );
+            eprintln!("blkrec: guest I/O failed on the host: {msg}");
+            f.first_image_error = Some((msg, e.raw_os_error()));
+        }
+    }
+
+    /// What went wrong on the host side so far (image and log errors), for the run's
+    /// verdict: a guest whose I/O failed because of the host is not a kernel bug.
+    pub fn faults(&self) -> HostFaults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Drains the available ring of `vring` (queue `queue`). Returns whether some completions

@@ -907,6 +907,9 @@ fn image_write_errors_are_ioerr_and_not_logged() {
             "errno {errno}: a failed request was logged"
         );
         assert!(h.image() == before, "errno {errno}: the image changed");
+        let f = h.dev.faults();
+        assert_eq!(f.image_errors, 3, "{f:?}");
+        assert_eq!(f.first_image_error.as_ref().and_then(|e| e.1), Some(errno));
         fault.write_errno.store(0, Ordering::Relaxed);
         assert_eq!(h.write(16, &pattern(3, 4096)).1, OK);
         assert_eq!(h.records().len(), 1);

@@ -14,7 +14,7 @@ pub mod device;
 pub mod frontend;
 pub mod virtio;
 
-pub use device::{BlkDevice, DeviceOptions, Gm, GuestMem, Vring};
+pub use device::{BlkDevice, DeviceOptions, FileImage, Gm, GuestMem, HostFaults, Image, Vring};
 
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
