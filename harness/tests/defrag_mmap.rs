@@ -2,6 +2,11 @@
 //! block and a clean e2fsck (move_extent_per_page/folio holds the page lock and i_data_sem
 //! around each swap), with stores inside the MOVE_EXT windows as evidence the race ran, and
 //! files that really were fragmented before.
+//!
+//! Invariant (holds across seeds): no loss on a correct kernel whatever the interleaving;
+//! the "exercised" counters need one aimed store (each store waits for the move covering
+//! its block, so they are not left to chance) and defrag reducing the extent count, which
+//! the interleaved allocation guarantees.
 
 mod common;
 use common::*;

@@ -3,6 +3,11 @@
 //! hole filled through mmap during EXT4_IOC_MIGRATE is allocated into the old indirect map and
 //! dropped when the extent tree is swapped in: we expect LostBlocks (found as holes on the
 //! host) and e2fsck reporting the orphaned blocks as allocated but unowned.
+//!
+//! Invariant for migrate-flag-clear (holds across seeds): with 4 files x 2048 holes stored
+//! during migrations, at least one store lands in a migration window and is dropped with
+//! the old indirect map; a dropped block always reads back as a hole, and its block stays
+//! allocated without an owner, which e2fsck always reports.
 
 mod common;
 use common::*;

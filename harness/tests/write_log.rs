@@ -1,6 +1,9 @@
 //! The guest's disk on blkrec, end to end: a real kernel writes a known pattern with fsync, and
 //! the write log must show exactly those blocks, with matching hashes, followed by a FLUSH,
 //! and replaying the log must rebuild the final image byte for byte.
+//!
+//! Invariant: these hold for any interleaving of the guest's requests (the log and the image
+//! are updated in one order per sector range), so they do not depend on timing.
 
 mod common;
 use common::*;
