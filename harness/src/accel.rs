@@ -1,6 +1,6 @@
 //! Choosing the accelerator. `/dev/kvm` existing proves nothing: on this project's machines it
 //! is a paravirtual nested KVM on which a stock kernel hangs right after boot starts
-//! (feasibility.md). So KVM is used only when a bounded test boot of a real kernel reaches our
+//! (docs/facts.md §1). So KVM is used only when a bounded test boot of a real kernel reaches our
 //! agent; the result is cached per host kernel so the probe's cost is paid once.
 
 use std::path::{Path, PathBuf};

@@ -48,7 +48,7 @@ pub struct VmConfig {
     pub extra_append: Vec<String>,
     pub disk: Option<DiskAttachment>,
     pub control_socket: PathBuf,
-    /// qboot.rom when present: it skips SeaBIOS's probing (~1-2 s under TCG, feasibility.md).
+    /// qboot.rom when present: it skips SeaBIOS's probing (~1-2 s under TCG, docs/facts.md §1).
     pub bios: Option<PathBuf>,
 }
 
@@ -172,7 +172,7 @@ impl VmConfig {
         ]);
         match self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-            // MTTCG: one host thread per vCPU (feasibility.md: real parallelism on 2 cores).
+            // MTTCG: one host thread per vCPU (docs/facts.md §1: real parallelism on 2 cores).
             Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
         }
         let mem = format!("{}M", self.memory_mib);
@@ -225,7 +225,7 @@ impl VmConfig {
                 &format!("socket,id=blk0,path={}", socket.display()),
                 "-device",
                 // num-queues must be pinned: QEMU's default (one per vCPU) is refused by a
-                // backend offering fewer (feasibility.md).
+                // backend offering fewer (docs/facts.md §2).
                 &format!("vhost-user-blk-pci,chardev=blk0,num-queues={num_queues}"),
             ]),
             None => {}

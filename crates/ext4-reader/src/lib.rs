@@ -9,7 +9,7 @@
 //! group descriptors are all `pub(crate)`, so it cannot say which physical block backs a
 //! logical block, whether an extent is unwritten, which blocks an inode owns, or what the
 //! block bitmap says — the very things the oracles and forensics need. It also needs
-//! Rust 1.85 while this workspace supports 1.80.
+//! Rust 1.85, above this workspace's rust-version (1.82).
 //!
 //! Checksums (metadata_csum) are not verified and the journal is not replayed: images come
 //! from a cleanly unmounted file system, and [`Ext4Image::needs_recovery`] says when not.

@@ -1,6 +1,6 @@
 //! The defrag-mmap workload: EXT4_IOC_MOVE_EXT (or the real e4defrag) swaps a fragmented
 //! file's blocks for a donor's while mmap writers fill holes and overwrite blocks with a new
-//! tag generation (ext4-race-catalog.md §2, entries 11-18).
+//! tag generation (docs/facts.md §7).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;

@@ -133,7 +133,7 @@ fn race_one_file(
         .open(&path)
         .map_err(|e| io_err(format!("create {path}"), e))?;
     // A fresh empty file can be turned back into an indirect-mapped one by clearing
-    // EXT4_EXTENTS_FL (ext4_ioctl_setflags → ext4_ind_migrate()), feasibility.md.
+    // EXT4_EXTENTS_FL (ext4_ioctl_setflags → ext4_ind_migrate()), docs/facts.md §4.
     let flags = get_flags(&f)?;
     set_flags(&f, flags & !EXTENTS_FL)?;
     if get_flags(&f)? & EXTENTS_FL != 0 {

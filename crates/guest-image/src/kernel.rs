@@ -187,7 +187,7 @@ pub fn fetch_debian(series: &str, cache: &Path, progress: &dyn Progress) -> Resu
             kernel: origin.clone(),
             detail: format!("the package has no lib/modules/{release}"),
         })?;
-        // Debian packages do not ship modules.dep; depmod makes it (feasibility.md, 6.12).
+        // Debian packages do not ship modules.dep; depmod makes it (docs/facts.md §3).
         depmod(&modroot, &release)?;
         std::fs::write(tmp.join(".complete"), &origin)
             .map_err(|e| Error::io("writing", &tmp, e))?;

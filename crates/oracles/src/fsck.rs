@@ -2,7 +2,7 @@
 //!
 //! The migrate race's signature is "Block bitmap differences: -N ..." (blocks allocated in the
 //! bitmap that no inode owns: the hole fills whose mapping was lost), see
-//! shared/docs/feasibility.md. The parser knows the e2fsprogs 1.47 messages
+//! docs/facts.md §4. The parser knows the e2fsprogs 1.47 messages
 //! (e2fsck/problem.c) this project meets; anything else is kept as [`FsckFinding::Other`].
 
 use crate::error::{OracleError, Result};

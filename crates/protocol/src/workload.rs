@@ -18,7 +18,7 @@ pub enum MigrateDriver {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum HolePattern {
-    /// Even blocks are written with pwrite, odd blocks are holes (feasibility.md's recipe).
+    /// Even blocks are written with pwrite, odd blocks are holes (docs/facts.md §5).
     #[default]
     Alternate,
     /// Each block is a hole with probability 1/2, drawn from the seed.

@@ -43,7 +43,7 @@ pub struct MigrateMmapArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// ext4 mount options. With delalloc, allocation waits for writeback, which migration
-    /// excludes, so the race needs nodelalloc (ext4-race-catalog.md §1).
+    /// excludes, so the race needs nodelalloc (docs/facts.md §4).
     #[arg(long, default_value = "nodelalloc")]
     pub mount_options: String,
     /// How to migrate: the ioctl directly, or the real `chattr +e`.

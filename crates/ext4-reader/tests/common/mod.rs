@@ -9,7 +9,7 @@ use std::process::Command;
 
 pub const BS: u64 = 4096;
 
-/// mkfs options that give indirect-mapped files (feasibility.md's recipe).
+/// mkfs options that give indirect-mapped files (docs/facts.md §5).
 pub const INDIRECT_OPTS: &[&str] = &["-O", "^extent,^64bit,^flex_bg,^huge_file,^metadata_csum"];
 
 /// Finds an e2fsprogs tool in PATH or the sbin directories.
