@@ -69,3 +69,32 @@ fn help_teaches() {
     assert!(out.contains("Exit codes: 0 PASS, 1 BUG-FOUND"), "{out}");
     assert!(out.contains("migrate-mmap"), "{out}");
 }
+
+/// Zero rounds, files or sizes are refused as usage errors (exit 2, no run directory),
+/// not quietly raised to 1.
+#[test]
+fn zero_counts_are_usage_errors() {
+    for (scenario, flag) in [
+        ("migrate-mmap", "--rounds"),
+        ("migrate-mmap", "--files"),
+        ("migrate-mmap", "--size-mib"),
+        ("migrate-mmap", "--writers"),
+        ("defrag-mmap", "--move-blocks"),
+        ("defrag-mmap", "--rounds"),
+    ] {
+        let runs = tempfile::tempdir().unwrap();
+        let o = e4race(&["run", scenario, flag, "0"], runs.path());
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{scenario} {flag} 0: {}",
+            text(&o)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(flag),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0);
+    }
+}

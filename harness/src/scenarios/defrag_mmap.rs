@@ -19,18 +19,18 @@ use crate::vm::Vm;
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct DefragMmapArgs {
     /// Files raced at once per round.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub files: u32,
     /// Size of each file in MiB (built fragmented: 32 KiB chunks interleaved with a filler file).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub size_mib: u64,
     /// Blocks (4 KiB) per EXT4_IOC_MOVE_EXT call.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub move_blocks: u64,
     /// mmap writer threads per file.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub writers: u32,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
     /// Stop starting rounds after this many seconds in the guest (0: no limit).
     #[arg(long, default_value_t = 40)]

@@ -22,19 +22,19 @@ use crate::vm::Vm;
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct MigrateMmapArgs {
     /// Files raced at once in each round (each with its own writers and migrator).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub files: u32,
     /// Size of each file in MiB.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub size_mib: u64,
     /// Which blocks start as holes: alternate (odd blocks), random, sparse (all but block 0).
     #[arg(long, value_enum, default_value = "alternate")]
     pub holes: HolePatternArg,
     /// mmap writer threads per file.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub writers: u32,
     /// Rounds per boot, on fresh files each time.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
     /// Stop starting rounds after this many seconds in the guest (0: no limit).
     #[arg(long, default_value_t = 40)]
