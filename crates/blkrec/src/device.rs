@@ -196,6 +196,8 @@ pub struct HostFaults {
     pub first_image_error: Option<(String, Option<i32>)>,
     /// Why the write log stopped taking records, if it did.
     pub log: Option<String>,
+    /// Whether a driver's bogus available ring was reported (it is a guest error, not ours).
+    pub bad_ring_reported: bool,
 }
 
 impl HostFaults {
@@ -825,8 +827,8 @@ impl BlkDevice {
     }
 
     /// Drains the available ring of `vring` (queue `queue`). Returns whether some completions
-    /// are still to be signalled.
-    pub(crate) fn process_queue(&self, queue: u16, vring: &Vring) -> io::Result<bool> {
+    /// are still to be signalled, and how many chains were taken.
+    pub(crate) fn process_queue(&self, queue: u16, vring: &Vring) -> io::Result<(bool, u64)> {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner()).memory();
         let mut state = self.queues[queue as usize]
             .lock()
@@ -834,10 +836,12 @@ impl BlkDevice {
         // When the work behind the completions not yet signalled began.
         let mut batch_start = Instant::now();
         let mut unsignalled = false;
+        let mut taken = 0u64;
         loop {
             // Take the vring lock only to pop; I/O runs without it.
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
             let Some(chain) = chain else { break };
+            taken += 1;
             let head = chain.head_index();
             let used_len = self.process_chain(queue, &mem, chain, &mut state);
             if let Err(e) = vring.add_used(head, used_len) {
@@ -856,7 +860,17 @@ impl BlkDevice {
                 unsignalled = false;
             }
         }
-        Ok(unsignalled)
+        Ok((unsignalled, taken))
+    }
+
+    fn report_bad_ring(&self, queue: u16) {
+        let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if !f.bad_ring_reported {
+            eprintln!(
+                "blkrec: queue {queue}: the driver's available ring index is invalid; ignoring the queue until its next kick"
+            );
+            f.bad_ring_reported = true;
+        }
     }
 
     /// Signals the used ring; with EVENT_IDX only if the driver asked for it (virtio 1.2
@@ -878,15 +892,24 @@ impl BlkDevice {
             // re-enable notifications and loop until nothing new arrived (virtio 1.2 §2.7.10).
             loop {
                 let _ = vring.disable_notification();
-                if self.process_queue(queue, vring)? {
+                let (unsignalled, taken) = self.process_queue(queue, vring)?;
+                if unsignalled {
                     self.signal_used(vring)?;
                 }
                 match vring.enable_notification() {
+                    // More buffers, but none could be taken: the driver's avail index is
+                    // bogus (virtio 1.2 §2.7.13: more than the queue size ahead of the used
+                    // ones), so pop_descriptor_chain() refuses every time. Stop until the
+                    // next kick instead of spinning (found by fuzz target blk_request).
+                    Ok(true) if taken == 0 => {
+                        self.report_bad_ring(queue);
+                        break;
+                    }
                     Ok(true) => continue,
                     Ok(false) | Err(_) => break,
                 }
             }
-        } else if self.process_queue(queue, vring)? {
+        } else if self.process_queue(queue, vring)?.0 {
             self.signal_used(vring)?;
         }
         Ok(())

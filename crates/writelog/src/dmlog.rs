@@ -307,8 +307,12 @@ pub fn replay_dm_log_writes(
     }
     let nr_entries = record::u64_at(&sup, 16);
     let ss = u64::from(record::u32_at(&sup, 24));
-    if ss < 512 || !ss.is_power_of_two() {
-        return Err(Error::DmFormat("sector size is not a power of two >= 512"));
+    // dm-log-writes uses the device's logical block size: 512 to 4096 in practice; refuse
+    // what would make us allocate an absurd entry buffer.
+    if !(512..=65536).contains(&ss) || !ss.is_power_of_two() {
+        return Err(Error::DmFormat(
+            "sector size is not a power of two between 512 and 65536",
+        ));
     }
     let mut skip = vec![0u8; ss as usize - 28];
     r.read_exact(&mut skip).map_err(rd)?;
@@ -349,10 +353,18 @@ pub fn replay_dm_log_writes(
             zero_range(&out, off, size).map_err(wr)?;
             sum.zeroed += 1;
         } else if size > 0 {
-            let size = usize::try_from(size).map_err(|_| Error::DmFormat("entry too large"))?;
-            data.resize(size, 0);
-            r.read_exact(&mut data).map_err(rd)?;
-            out.write_all_at(&data, off).map_err(wr)?;
+            // In 1 MiB pieces: the entry's length comes from the file, so a damaged one must
+            // not make us allocate it whole (it fails at the file's end instead).
+            off.checked_add(size)
+                .ok_or(Error::DmFormat("entry offset overflows"))?;
+            let mut done = 0u64;
+            while done < size {
+                let n = (size - done).min(1 << 20) as usize;
+                data.resize(n, 0);
+                r.read_exact(&mut data).map_err(rd)?;
+                out.write_all_at(&data, off + done).map_err(wr)?;
+                done += n as u64;
+            }
             sum.writes += 1;
         }
         if flags & DM_FLUSH != 0 {

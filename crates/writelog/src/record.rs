@@ -154,7 +154,9 @@ impl Record {
 
     /// End sector (exclusive) of the range this record touches, for `sector_size`-byte sectors.
     pub fn end_sector(&self, sector_size: u32) -> u64 {
-        self.sector + u64::from(self.len).div_ceil(u64::from(sector_size.max(1)))
+        // Saturating: a record read from a damaged log may name any sector.
+        self.sector
+            .saturating_add(u64::from(self.len).div_ceil(u64::from(sector_size.max(1))))
     }
 }
 
