@@ -271,12 +271,12 @@ const REPORT_RESERVE: &str = ".report-space";
 /// Allocates (not sparsely) 4 MiB in the run directory, given back just before the reports
 /// are written. Best effort: without it a full disk costs the reports, not the run.
 fn reserve_report_space(dir: &Path) {
+    use nix::fcntl::{fallocate, FallocateFlags};
     use std::os::fd::AsRawFd;
-    if let Ok(f) = std::fs::File::create(dir.join(REPORT_RESERVE)) {
-        // SAFETY: fallocate(2) on a file descriptor we own, with integer arguments.
-        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 4 << 20) };
-        if rc != 0 {
-            let _ = std::fs::remove_file(dir.join(REPORT_RESERVE));
+    let path = dir.join(REPORT_RESERVE);
+    if let Ok(f) = std::fs::File::create(&path) {
+        if fallocate(f.as_raw_fd(), FallocateFlags::empty(), 0, 4 << 20).is_err() {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

@@ -98,15 +98,7 @@ fn vm_guest_hang_times_out_with_console_tail() {
         err.contains("e4race-agent: ready"),
         "console tail missing: {err}"
     );
-    // QEMU's command line names the run's socket directory (sockets.txt), not the run
-    // directory, whose path may be too long for a socket.
-    let sockets = std::fs::read_to_string(dir.join("sockets.txt")).unwrap();
-    let sock_dir = sockets
-        .lines()
-        .find_map(|l| l.strip_prefix("socket directory: "))
-        .and_then(|l| l.split(' ').next())
-        .unwrap()
-        .to_string();
+    let sock_dir = socket_dir(&dir);
     let cmdline = std::fs::read_to_string(dir.join("qemu.cmdline")).unwrap();
     assert!(cmdline.contains(&sock_dir), "{cmdline}");
     // No QEMU of this run survives it.

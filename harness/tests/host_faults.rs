@@ -90,12 +90,7 @@ fn qemu_pid(needle: &str) -> Option<i32> {
 fn vm_qemu_killed_mid_race_is_infra_error_with_artifacts() {
     let _l = vm_lock();
     let runs = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_e4race"))
-        .args(["run", "migrate-mmap", "--rounds", "3"])
-        .env("E4RACE_AGENT", env!("CARGO_BIN_EXE_e4race-agent"))
-        .env("E4RACE_RUNS_DIR", runs.path())
-        .env_remove("E4RACE_KERNEL")
-        .env_remove("E4RACE_ACCEL")
+    let mut child = e4race_command(&["run", "migrate-mmap", "--rounds", "3"], runs.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -126,13 +121,7 @@ fn vm_qemu_killed_mid_race_is_infra_error_with_artifacts() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let sockets = std::fs::read_to_string(dir.join("sockets.txt")).unwrap();
-    let sock_dir = sockets
-        .lines()
-        .find_map(|l| l.strip_prefix("socket directory: "))
-        .and_then(|l| l.split(' ').next())
-        .unwrap()
-        .to_string();
+    let sock_dir = socket_dir(&dir);
     let pid = qemu_pid(&sock_dir).expect("QEMU is running");
     // SAFETY: kill(2) of the QEMU our child started.
     unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -23,7 +23,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
-use writelog::{flags, Entry, LogWriter, Pending};
+use writelog::{flags, Entry, LogWriter};
 
 /// Guest memory as the daemon maps it.
 pub type GuestMem = GuestMemoryMmap<()>;
@@ -185,6 +185,8 @@ pub struct BlkDevice {
     queues: Vec<Mutex<QueueState>>,
     ranges: RangeLocks,
     faults: Mutex<HostFaults>,
+    /// Whether a driver's bogus available ring was reported (a guest error, printed once).
+    bad_ring_reported: AtomicBool,
 }
 
 /// Host-side failures behind guest I/O errors.
@@ -196,15 +198,6 @@ pub struct HostFaults {
     pub first_image_error: Option<(String, Option<i32>)>,
     /// Why the write log stopped taking records, if it did.
     pub log: Option<String>,
-    /// Whether a driver's bogus available ring was reported (it is a guest error, not ours).
-    pub bad_ring_reported: bool,
-}
-
-impl HostFaults {
-    /// Whether anything failed.
-    pub fn any(&self) -> bool {
-        self.image_errors > 0 || self.log.is_some()
-    }
 }
 
 /// Result of executing one request: status byte and bytes written to the guest's data buffers.
@@ -405,6 +398,7 @@ impl BlkDevice {
             queues,
             ranges: RangeLocks::default(),
             faults: Mutex::new(HostFaults::default()),
+            bad_ring_reported: AtomicBool::new(false),
             opts,
         })
     }
@@ -586,30 +580,10 @@ impl BlkDevice {
                 if out_len == 0 {
                     return Done::ok(0);
                 }
-                let writethrough = !self.writeback();
-                // Writethrough: the write is durable when it completes.
-                let fl = bflag | if writethrough { flags::FUA } else { 0 };
-                let _range = self.ranges.lock(sector, sector + out_len / SECTOR);
-                // The record's space is reserved before the image changes: a full or failed
-                // log refuses the write while the image is still untouched.
-                let entry = Entry::write(queue, sector, buf, fl);
-                let Some(pending) = self.prepare_or_refuse(&entry) else {
-                    return Done::ioerr();
-                };
-                let applied = self.image.write_at(buf, sector * SECTOR).and_then(|()| {
-                    if writethrough {
-                        self.image.sync_data()
-                    } else {
-                        Ok(())
-                    }
-                });
-                if let Err(e) = applied {
-                    self.image_failed("write", sector, &e);
-                    // Not logged: the guest sees IOERR, so the sectors' contents are
-                    // undefined to it (a partial pwrite may have changed them).
-                    return Done::ioerr();
-                }
-                self.commit_or_ioerr(pending)
+                let entry = Entry::write(queue, sector, buf, self.durability_flag() | bflag);
+                self.apply_logged(&entry, "write", || {
+                    self.image.write_at(buf, sector * SECTOR)
+                })
             }
             virtio::VIRTIO_BLK_T_FLUSH => {
                 // Every record with a seq below `covers` was applied to the image before the
@@ -734,37 +708,21 @@ impl BlkDevice {
             }
             let len = u64::from(num) * SECTOR;
             // num ≤ MAX_DWZ_SECTORS, so len fits u32.
-            let len32 = len as u32;
-            let writethrough = !self.writeback();
-            let fl = bflag | if writethrough { flags::FUA } else { 0 };
-            let e = if discard {
-                Entry::discard(queue, sector, len32, fl)
+            let fl = self.durability_flag() | bflag;
+            let (e, op) = if discard {
+                (Entry::discard(queue, sector, len as u32, fl), "discard")
             } else {
                 let uf = if unmap { flags::UNMAP } else { 0 };
-                Entry::write_zeroes(queue, sector, len32, fl | uf)
-            };
-            let _range = self.ranges.lock(sector, sector + u64::from(num));
-            let Some(pending) = self.prepare_or_refuse(&e) else {
-                return Done::ioerr();
+                let e = Entry::write_zeroes(queue, sector, len as u32, fl | uf);
+                (e, "write-zeroes")
             };
             // Discard deallocates (§5.2.6.2 "MAY deallocate"); we punch a hole, so discarded
             // sectors read back as zeros, which makes replays deterministic. WRITE_ZEROES
             // must read back as zeros; with UNMAP we also deallocate.
-            let applied = self
-                .image
-                .zero_range(sector * SECTOR, len, discard || unmap)
-                .and_then(|()| {
-                    if writethrough {
-                        self.image.sync_data()
-                    } else {
-                        Ok(())
-                    }
-                });
-            if let Err(e) = applied {
-                self.image_failed(if discard { "discard" } else { "write-zeroes" }, sector, &e);
-                return Done::ioerr();
-            }
-            let d = self.commit_or_ioerr(pending);
+            let d = self.apply_logged(&e, op, || {
+                self.image
+                    .zero_range(sector * SECTOR, len, discard || unmap)
+            });
             if d.status != virtio::VIRTIO_BLK_S_OK as u8 {
                 return d;
             }
@@ -772,20 +730,49 @@ impl BlkDevice {
         Done::ok(0)
     }
 
-    /// Reserves `e`'s record before the image is changed; `None` (logged once) if the log
-    /// refuses it.
-    fn prepare_or_refuse<'l, 'a>(&'l self, e: &Entry<'a>) -> Option<Pending<'l, 'a>> {
-        match self.log.prepare(e) {
-            Ok(p) => Some(p),
-            Err(err) => {
-                self.log_failed(&err);
-                None
-            }
+    /// FUA when the device is writethrough: a write is then durable when it completes.
+    fn durability_flag(&self) -> u32 {
+        if self.writeback() {
+            0
+        } else {
+            flags::FUA
         }
     }
 
-    fn commit_or_ioerr(&self, p: Pending<'_, '_>) -> Done {
-        match p.commit() {
+    /// Applies `e` to the image with `apply`, logged: the sectors' range is held across
+    /// queues (RangeLocks), the record's space is reserved before the image changes (a full
+    /// or failed log refuses the request while the image is untouched), and the record is
+    /// committed only once the change (and, writethrough, its fdatasync) succeeded. A
+    /// failed change is not logged: the guest sees IOERR, so the sectors' contents are
+    /// undefined to it (a partial pwrite may have changed them).
+    fn apply_logged(
+        &self,
+        e: &Entry<'_>,
+        op: &'static str,
+        apply: impl FnOnce() -> io::Result<()>,
+    ) -> Done {
+        let _range = self
+            .ranges
+            .lock(e.sector, e.sector + u64::from(e.len) / SECTOR);
+        let pending = match self.log.prepare(e) {
+            Ok(p) => p,
+            Err(err) => {
+                self.log_failed(&err);
+                return Done::ioerr();
+            }
+        };
+        let applied = apply().and_then(|()| {
+            if e.flags & flags::FUA != 0 {
+                self.image.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(err) = applied {
+            self.image_failed(op, e.sector, &err);
+            return Done::ioerr();
+        }
+        match pending.commit() {
             Ok(_) => Done::ok(0),
             Err(err) => {
                 self.log_failed(&err);
@@ -864,12 +851,10 @@ impl BlkDevice {
     }
 
     fn report_bad_ring(&self, queue: u16) {
-        let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
-        if !f.bad_ring_reported {
+        if !self.bad_ring_reported.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "blkrec: queue {queue}: the driver's available ring index is invalid; ignoring the queue until its next kick"
             );
-            f.bad_ring_reported = true;
         }
     }
 

@@ -52,8 +52,7 @@ fn harness_on(
             dir.path().join("w.log"),
             LogOptions {
                 log_data,
-                sector_size: 512,
-                max_bytes: None,
+                ..LogOptions::default()
             },
         )
         .unwrap(),

@@ -73,19 +73,13 @@ fn spawn(dir: &Path, extra: &[&str], fsize: Option<u64>) -> Backend {
     }
 }
 
-/// The initial (zeroed) image with every logged write, discard and write-zeroes applied.
-fn replayed(recs: &[Record]) -> Vec<u8> {
-    let mut img = vec![0u8; IMG_BYTES];
-    for r in recs {
-        let off = r.sector as usize * 512;
-        match r.kind {
-            Kind::Write => img[off..off + r.len as usize]
-                .copy_from_slice(r.data.as_ref().expect("logged with --log-data")),
-            Kind::Discard | Kind::WriteZeroes => img[off..off + r.len as usize].fill(0),
-            Kind::Flush | Kind::Mark => {}
-        }
-    }
-    img
+/// The initial (zeroed) image with the log replayed onto it by writelog's own `replay`.
+fn replayed(log: &Path) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("replay.img");
+    std::fs::write(&img, vec![0u8; IMG_BYTES]).unwrap();
+    writelog::replay(log, &img, &writelog::ReplayStop::End).unwrap();
+    std::fs::read(&img).unwrap()
 }
 
 /// Waits for the child; returns its exit status and the rest of its stderr.
@@ -139,7 +133,7 @@ fn check_log_matches(b: &Backend, acked: &[(u64, u64)]) -> Vec<Record> {
     }
     let image = std::fs::read(&b.img).unwrap();
     assert!(
-        image == replayed(&recs),
+        image == replayed(&b.log),
         "the image holds a write the log does not"
     );
     recs
@@ -297,7 +291,7 @@ fn frontend_disconnect_with_requests_in_flight() {
         }
         let image = std::fs::read(&b.img).unwrap();
         assert!(
-            image == replayed(&recs),
+            image == replayed(&b.log),
             "round {round}: image differs from the log's replay"
         );
     }

@@ -52,8 +52,7 @@ fn mapping_at_marks_of_a_data_log() {
         run.join("writes.log"),
         writelog::LogOptions {
             log_data: true,
-            sector_size: 512,
-            max_bytes: None,
+            ..writelog::LogOptions::default()
         },
     )
     .unwrap();

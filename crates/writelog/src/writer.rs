@@ -158,16 +158,6 @@ impl Pending<'_, '_> {
             Err(e) => Err(log.break_log(&mut g, "append a record to", &e)),
         }
     }
-
-    /// Bytes this record takes in the log file.
-    pub fn len(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Whether the record is empty (never: every record has a frame).
-    pub fn is_empty(&self) -> bool {
-        self.bytes == 0
-    }
 }
 
 impl Drop for Pending<'_, '_> {
@@ -181,13 +171,10 @@ impl Drop for Pending<'_, '_> {
 
 /// The process's RLIMIT_FSIZE in bytes, if it is finite.
 fn file_size_limit() -> Option<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one rlimit struct we own.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut rl) };
-    (rc == 0 && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    getrlimit(Resource::RLIMIT_FSIZE)
+        .ok()
+        .and_then(|(soft, _)| (soft != RLIM_INFINITY).then_some(soft))
 }
 
 impl LogWriter {
@@ -271,17 +258,6 @@ impl LogWriter {
     /// Sequence number the next record will get (= number of records appended).
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq
-    }
-
-    /// Bytes of the log file taken by committed records and the header.
-    pub fn len_bytes(&self) -> u64 {
-        self.lock().end
-    }
-
-    /// `Err` once the log takes no new records (failed, full or finished).
-    pub fn check(&self) -> Result<(), Error> {
-        let g = self.lock();
-        Self::refused(&g).map_or(Ok(()), Err)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -448,16 +424,11 @@ fn limit_name(l: Limit) -> &'static str {
 /// fallocate(FALLOC_FL_KEEP_SIZE): allocates without changing the file's size, so readers
 /// of a log cut short still see it end at its last record.
 fn fallocate_keep_size(f: &File, off: u64, len: u64) -> io::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
     let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
-    // SAFETY: fallocate(2) on a file descriptor we own, with integer arguments.
-    let rc = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, o, l) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    fallocate(f.as_raw_fd(), FallocateFlags::FALLOC_FL_KEEP_SIZE, o, l).map_err(io::Error::from)
 }
 
 impl Drop for LogWriter {

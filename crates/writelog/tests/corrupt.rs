@@ -1,23 +1,13 @@
 //! Damage in the middle of a log is corruption; damage at its end is a torn tail.
 
+mod common;
+use common::pattern;
 use std::fs;
 use std::path::Path;
 use writelog::{Entry, Error, LogOptions, LogReader, LogWriter, Record};
 
 const N: usize = 100;
 const HEADER_LEN: usize = 40;
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Writes `n` records of varied kinds and sizes (so offsets are not aligned); returns the
 /// file's bytes.
@@ -26,8 +16,7 @@ fn make_log(path: &Path, n: usize) -> Vec<u8> {
         path,
         LogOptions {
             log_data: true,
-            sector_size: 512,
-            max_bytes: None,
+            ..LogOptions::default()
         },
     )
     .unwrap();
@@ -256,8 +245,7 @@ fn torn_record_holding_log_frames_is_a_torn_tail() {
         &path,
         LogOptions {
             log_data: true,
-            sector_size: 512,
-            max_bytes: None,
+            ..LogOptions::default()
         },
     )
     .unwrap();

@@ -1,5 +1,7 @@
 //! End-to-end tests: write, read back, torn tails, stats, export + replay.
 
+mod common;
+use common::pattern;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -10,18 +12,6 @@ use writelog::{
 };
 
 const IMG: u64 = 1 << 20;
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Applies `e` to an in-memory image, the way blkrec applies it to the file.
 fn apply(img: &mut [u8], e: &Entry<'_>) {
@@ -140,8 +130,7 @@ fn concurrent_appends_are_gap_free() {
             &path,
             LogOptions {
                 log_data: true,
-                sector_size: 512,
-                max_bytes: None,
+                ..LogOptions::default()
             },
         )
         .unwrap(),
@@ -184,8 +173,7 @@ fn torn_tail_reads_back_prefix() {
         &path,
         LogOptions {
             log_data: true,
-            sector_size: 512,
-            max_bytes: None,
+            ..LogOptions::default()
         },
     )
     .unwrap();
@@ -239,8 +227,7 @@ fn export_and_replays_match_final_image() {
         &path,
         LogOptions {
             log_data: true,
-            sector_size: 512,
-            max_bytes: None,
+            ..LogOptions::default()
         },
     )
     .unwrap();

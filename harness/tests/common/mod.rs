@@ -22,13 +22,20 @@ pub fn e4race(args: &[&str], runs: &Path) -> Output {
     e4race_env(args, runs, &[])
 }
 
-pub fn e4race_env(args: &[&str], runs: &Path, env: &[(&str, &str)]) -> Output {
+/// `e4race ARGS` with our agent, `runs` as the runs directory and no inherited kernel or
+/// accelerator choice.
+pub fn e4race_command(args: &[&str], runs: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_e4race"));
     c.args(args)
         .env("E4RACE_AGENT", env!("CARGO_BIN_EXE_e4race-agent"))
         .env("E4RACE_RUNS_DIR", runs)
         .env_remove("E4RACE_KERNEL")
         .env_remove("E4RACE_ACCEL");
+    c
+}
+
+pub fn e4race_env(args: &[&str], runs: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = e4race_command(args, runs);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -58,4 +65,16 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The run's socket directory, as `sockets.txt` in its run directory names it (QEMU's
+/// command line contains it; the run directory's path may be too long for a socket).
+pub fn socket_dir(run_dir: &Path) -> String {
+    let sockets = std::fs::read_to_string(run_dir.join("sockets.txt")).expect("sockets.txt");
+    sockets
+        .lines()
+        .find_map(|l| l.strip_prefix("socket directory: "))
+        .and_then(|l| l.split(' ').next())
+        .expect("sockets.txt names the socket directory")
+        .to_string()
 }

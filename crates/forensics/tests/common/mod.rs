@@ -46,8 +46,7 @@ pub fn make_run(dir: &Path, with_run_id: bool) {
         dir.join("writes.log"),
         LogOptions {
             log_data: false,
-            sector_size: 512,
-            max_bytes: None,
+            ..LogOptions::default()
         },
     )
     .unwrap();
