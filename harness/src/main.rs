@@ -74,10 +74,7 @@ async fn run_scenario(cmd: ScenarioCmd) -> i32 {
     let progress = run::Progress::new(common.quiet);
     let report = run::execute(&common, plan, progress).await;
     if common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        println!("{}", report.to_json());
     } else {
         print!("{}", report.summary());
     }

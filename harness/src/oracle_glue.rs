@@ -22,27 +22,15 @@ pub fn known_cause(check: &str) -> Option<&'static str> {
     }
 }
 
-/// Converts an oracle finding for the report.
+/// Wraps an oracle finding for the report, with its known cause if it has one.
 pub fn to_report(f: &oracles::Finding) -> Finding {
-    let v = serde_json::to_value(f).unwrap_or_default();
-    let class = v["class"].as_str().unwrap_or("unknown").to_string();
-    let class = if class == "file-loss" {
-        "data-loss".to_string()
-    } else {
-        class
-    };
-    let mut detail = v.get("detail").cloned().unwrap_or_default();
-    let mut summary = f.summary();
-    if let oracles::Finding::ApiPostcondition { check, .. } = f {
-        if let Some(why) = known_cause(check) {
-            detail["known_cause"] = serde_json::Value::String(why.into());
-            summary.push_str(" [known kernel behaviour, see known_cause]");
-        }
-    }
-    Finding {
-        class,
-        summary,
-        detail,
+    let finding = Finding::new(f.clone());
+    match f {
+        oracles::Finding::ApiPostcondition { check, .. } => match known_cause(check) {
+            Some(why) => finding.with_known_cause(why),
+            None => finding,
+        },
+        _ => finding,
     }
 }
 

@@ -9,7 +9,7 @@ use e4race_guest_image::{self as image, ImageRequest, KernelSpec};
 use crate::accel::{self, AccelChoice};
 use crate::cli::CommonArgs;
 use crate::disk::TestDisk;
-use crate::report::{Finding, KernelInfo, Report, Verdict, SCHEMA};
+use crate::report::{Exercise, Finding, Report, Verdict};
 use crate::scenarios::{self, ScenarioPlan};
 use crate::vm::{self, SocketDir, Vm, VmConfig, VmError};
 
@@ -58,7 +58,7 @@ impl RunError {
 /// What a scenario hands to the report.
 pub struct ScenarioOutcome {
     pub findings: Vec<Finding>,
-    pub evidence: serde_json::Value,
+    pub exercise: Exercise,
 }
 
 /// Everything a scenario needs while the guest runs.
@@ -195,29 +195,13 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
         });
     let dir = common.runs_dir.join(dir_name);
     let mut report = Report {
-        schema: SCHEMA,
-        scenario: plan.name.clone(),
-        verdict: Verdict::InfraError,
-        kernel: KernelInfo {
-            requested: common.kernel.clone(),
-            ..Default::default()
-        },
-        accel: String::new(),
-        accel_reason: String::new(),
         disk_backend: common.disk_backend.as_str().into(),
         mutant: plan.mutant.clone(),
         seed: plan.seed,
         run_id: plan.run_id,
         params: plan.params.clone(),
         started_at: chrono::Local::now().to_rfc3339(),
-        duration_s: 0.0,
-        boot_s: None,
-        boot_retries: vec![],
-        error: None,
-        findings: vec![],
-        evidence: serde_json::json!({}),
-        run_dir: dir.display().to_string(),
-        reproduce: plan.reproduce.clone(),
+        ..Report::new(&plan.name, &common.kernel, &dir, &plan.reproduce)
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
         report.error = Some(format!("creating the run directory {}: {e}", dir.display()));
@@ -253,7 +237,7 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
                 Verdict::BugFound
             };
             report.findings = outcome.findings;
-            report.evidence = outcome.evidence;
+            report.exercise = Some(outcome.exercise);
         }
         Err(e) => {
             report.verdict = e.verdict();
@@ -283,10 +267,9 @@ fn reserve_report_space(dir: &Path) {
 
 fn finish_artifacts(common: &CommonArgs, dir: &Path, report: &Report) {
     let _ = std::fs::remove_file(dir.join(REPORT_RESERVE));
-    let _ = std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_string_pretty(report).unwrap_or_default(),
-    );
+    if let Err(e) = report.write(&dir.join("report.json")) {
+        eprintln!("warning: {e}");
+    }
     let _ = std::fs::write(dir.join("summary.txt"), report.summary());
     // report.html, junit.xml, evidence.json: before the image goes; failures are warnings.
     crate::evidence::write_artifacts(dir);

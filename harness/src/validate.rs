@@ -8,7 +8,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::cli::CommonArgs;
-use crate::report::{Report, Verdict};
+use crate::report::Verdict;
 use crate::run::{self, Progress};
 use crate::scenarios;
 
@@ -51,10 +51,6 @@ pub struct Cell {
     pub median_time_to_finding_s: Option<f64>,
     pub median_run_s: Option<f64>,
     pub lost_blocks_per_run: Vec<u64>,
-}
-
-fn has_data_loss(r: &Report) -> bool {
-    r.findings.iter().any(|f| f.class == "data-loss")
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -145,17 +141,16 @@ pub async fn validate(args: ValidateArgs) -> i32 {
                 let r = run::execute(&common, plan, Progress::new(true)).await;
                 cell.runs += 1;
                 let lost = r
-                    .evidence
-                    .get("lost_blocks")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
+                    .exercise
+                    .as_ref()
+                    .map_or(0, |e| e.host().lost_blocks as u64);
                 cell.lost_blocks_per_run.push(lost);
                 all_times.push(r.duration_s);
                 match r.verdict {
                     Verdict::KernelError | Verdict::InfraError => cell.errors += 1,
                     _ => {}
                 }
-                if has_data_loss(&r) {
+                if r.has_data_loss() {
                     times.push(r.duration_s);
                     if variant.is_some() {
                         cell.detected += 1;

@@ -15,7 +15,10 @@ fn unknown_kernel_lists_the_available_ones() {
     assert!(out.contains("unknown kernel '/no/such/bzImage'"), "{out}");
     assert!(out.contains("6.1") && out.contains("6.12"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
-    assert_eq!(report(&run_dir(runs.path()))["verdict"], "INFRA-ERROR");
+    assert_eq!(
+        report(&run_dir(runs.path())).verdict,
+        e4race_report::Verdict::InfraError
+    );
 }
 
 #[test]

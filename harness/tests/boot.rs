@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use e4race_report::Verdict;
 
 /// The full smoke path on the default kernel: PASS, with the artifacts a user needs.
 #[test]
@@ -14,14 +15,14 @@ fn vm_smoke_passes_on_default_kernel() {
     assert!(out.starts_with("PASS: smoke on 6.1."), "{out}");
     let dir = run_dir(runs.path());
     let r = report(&dir);
-    assert_eq!(r["verdict"], "PASS");
-    assert_eq!(r["evidence"]["blocks_written"], 300);
-    assert_eq!(r["evidence"]["blocks_read_back_ok"], 300);
-    assert_eq!(r["evidence"]["e2fsck"], "clean");
-    assert!(r["kernel"]["release"]
-        .as_str()
-        .unwrap()
-        .starts_with("6.1.0-"));
+    assert_eq!(r.verdict, Verdict::Pass);
+    let ex = smoke_exercise(&r);
+    assert_eq!(ex.blocks_written, 300);
+    assert_eq!(ex.blocks_read_back_ok, 300);
+    assert_eq!(ex.host.blocks_checked_on_host, 300);
+    assert_eq!(ex.host.lost_blocks, 0);
+    assert_eq!(ex.host.e2fsck, "clean");
+    assert!(r.kernel.release.starts_with("6.1.0-"), "{r:?}");
     let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
     assert!(
         console.contains("e4race-agent: ready on /dev/vport"),
@@ -48,13 +49,7 @@ fn vm_smoke_passes_on_6_12() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let dir = run_dir(runs.path());
     let r = report(&dir);
-    assert!(
-        r["kernel"]["release"]
-            .as_str()
-            .unwrap()
-            .starts_with("6.12."),
-        "{r}"
-    );
+    assert!(r.kernel.release.starts_with("6.12."), "{r:?}");
     assert!(
         dir.join("disk.img").exists(),
         "--keep-image keeps the image"
@@ -70,8 +65,8 @@ fn vm_kernel_panic_is_kernel_error() {
     let o = e4race(&["run", "panic-selftest"], runs.path());
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let r = report(&run_dir(runs.path()));
-    assert_eq!(r["verdict"], "KERNEL-ERROR");
-    let err = r["error"].as_str().unwrap();
+    assert_eq!(r.verdict, Verdict::KernelError);
+    let err = r.error.as_deref().unwrap();
     assert!(
         err.contains("Kernel panic - not syncing: sysrq triggered crash"),
         "{err}"
@@ -92,7 +87,7 @@ fn vm_guest_hang_times_out_with_console_tail() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let dir = run_dir(runs.path());
     let r = report(&dir);
-    let err = r["error"].as_str().unwrap();
+    let err = r.error.as_deref().unwrap();
     assert!(err.contains("timed out after 1 s waiting for"), "{err}");
     assert!(
         err.contains("e4race-agent: ready"),

@@ -10,6 +10,7 @@
 
 mod common;
 use common::*;
+use e4race_report::Exercise;
 
 fn assert_stock_defrag_is_clean(kernel: &str, driver: &str, rounds: &str) {
     let _l = vm_lock();
@@ -30,34 +31,29 @@ fn assert_stock_defrag_is_clean(kernel: &str, driver: &str, rounds: &str) {
         runs.path(),
     );
     let r = report(&run_dir(runs.path()));
-    assert_eq!(o.status.code(), Some(0), "{}\n{r}", text(&o));
-    let ev = &r["evidence"];
-    assert_eq!(ev["lost_blocks"], 0, "{r}");
-    assert_eq!(ev["e2fsck"], "clean", "{r}");
+    assert_eq!(o.status.code(), Some(0), "{}\n{r:?}", text(&o));
+    let Some(Exercise::DefragMmap(ev)) = &r.exercise else {
+        panic!("not a defrag-mmap exercise: {r:?}");
+    };
+    assert_eq!(ev.host.lost_blocks, 0, "{r:?}");
+    assert_eq!(ev.host.e2fsck, "clean", "{r:?}");
     assert!(
-        ev["stores_inside_move_windows"].as_u64().unwrap() > 0,
-        "race not exercised: {r}"
+        ev.stores_inside_move_windows > 0,
+        "race not exercised: {r:?}"
     );
-    assert!(
-        ev["overwrites"].as_u64().unwrap() > 0 && ev["hole_fills"].as_u64().unwrap() > 0,
-        "{r}"
-    );
+    assert!(ev.overwrites > 0 && ev.hole_fills > 0, "{r:?}");
     if driver == "move-ext" {
         // Aimed writers: stores land in the very range MOVE_EXT is swapping, including
         // fills of preallocated (unwritten) blocks, the no-copy path of
         // move_extent_per_page().
         assert!(
-            ev["stores_into_range_being_moved"].as_u64().unwrap() > 0
-                && ev["unwritten_fills_into_range_being_moved"]
-                    .as_u64()
-                    .unwrap()
-                    > 0,
-            "aimed race not exercised: {r}"
+            ev.stores_into_range_being_moved > 0 && ev.unwritten_fills_into_range_being_moved > 0,
+            "aimed race not exercised: {r:?}"
         );
     }
     assert!(
-        ev["mean_extents_before"].as_f64().unwrap() > ev["mean_extents_after"].as_f64().unwrap(),
-        "defrag had nothing to do: {r}"
+        ev.mean_extents_before > ev.mean_extents_after,
+        "defrag had nothing to do: {r:?}"
     );
 }
 

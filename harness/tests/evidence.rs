@@ -12,12 +12,11 @@ fn tiny_run(dir: &Path) {
     log.append(&writelog::Entry::write(0, 8, &[1u8; 4096], 0))
         .unwrap();
     log.finish().unwrap();
-    let report = serde_json::json!({
-        "schema": "e4race-report/1", "scenario": "smoke", "verdict": "PASS",
-        "kernel": {"requested": "6.1", "release": "6.1.0-x", "origin": "test"},
-        "findings": [], "evidence": {}, "reproduce": "e4race run smoke", "duration_s": 1.0
-    });
-    std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
+    let report = e4race_report::Report {
+        verdict: e4race_report::Verdict::Pass,
+        ..e4race_report::Report::new("smoke", "6.1", dir, "e4race run smoke")
+    };
+    report.write(&dir.join("report.json")).unwrap();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use e4race_report::Verdict;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -56,15 +57,14 @@ fn vm_full_runs_disk_is_infra_error_not_a_finding() {
     assert!(out.contains("the host disk is full"), "{}", text(&o));
     let dir = run_dir(disk.path());
     let r = report(&dir);
-    assert_eq!(r["verdict"], "INFRA-ERROR");
+    assert_eq!(r.verdict, Verdict::InfraError);
     assert!(
-        r["error"]
-            .as_str()
-            .unwrap()
-            .contains("No space left on device"),
-        "{r}"
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left on device")),
+        "{r:?}"
     );
-    assert_eq!(r["findings"].as_array().map(Vec::len), Some(0), "{r}");
+    assert!(r.findings.is_empty(), "{r:?}");
     for f in ["summary.txt", "console.log", "writes.log", "plan.json"] {
         assert!(dir.join(f).exists(), "{f} is missing");
     }
@@ -132,10 +132,12 @@ fn vm_qemu_killed_mid_race_is_infra_error_with_artifacts() {
     let err = out_thread.join().unwrap();
     assert_eq!(status.code(), Some(4), "{seen}\n{err}");
     let r = report(&dir);
-    assert_eq!(r["verdict"], "INFRA-ERROR", "{r}");
+    assert_eq!(r.verdict, Verdict::InfraError, "{r:?}");
     assert!(
-        r["error"].as_str().unwrap().to_lowercase().contains("qemu"),
-        "the error does not name QEMU: {r}"
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains("qemu")),
+        "the error does not name QEMU: {r:?}"
     );
     for f in [
         "summary.txt",

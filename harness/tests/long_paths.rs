@@ -64,7 +64,7 @@ fn long_runs_dir_and_patch_path_do_not_reach_the_sockets() {
     let name = dir.file_name().unwrap().to_str().unwrap();
     assert!(name.len() <= 80, "{name}");
     assert!(name.contains("-smoke-6.1-patch-fix-"), "{name}");
-    assert_eq!(report(&dir)["verdict"], "INFRA-ERROR");
+    assert_eq!(report(&dir).verdict, e4race_report::Verdict::InfraError);
 
     let (socket_dir, sockets) = recorded_sockets(&dir);
     assert_eq!(sockets.len(), 3, "{sockets:?}");
@@ -132,7 +132,7 @@ fn a_too_long_tmpdir_says_to_shorten_it() {
     );
     assert!(!out.contains("panicked"), "{out}");
     let dir = run_dir(&runs);
-    assert_eq!(report(&dir)["verdict"], "INFRA-ERROR");
+    assert_eq!(report(&dir).verdict, e4race_report::Verdict::InfraError);
     // Nothing was created under the long TMPDIR.
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }

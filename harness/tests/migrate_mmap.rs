@@ -12,6 +12,7 @@
 
 mod common;
 use common::*;
+use e4race_report::{Exercise, FindingClass};
 
 fn assert_stock_run_loses_nothing(kernel: &str) {
     let _l = vm_lock();
@@ -32,25 +33,28 @@ fn assert_stock_run_loses_nothing(kernel: &str) {
     let dir = run_dir(runs.path());
     let r = report(&dir);
     assert!(matches!(o.status.code(), Some(0) | Some(1)), "{}", text(&o));
-    let ev = &r["evidence"];
-    assert_eq!(ev["lost_blocks"], 0, "{r}");
-    assert_eq!(ev["e2fsck"], "clean", "{r}");
-    assert_eq!(ev["rounds"], 2, "{r}");
+    let Some(Exercise::MigrateMmap(ev)) = &r.exercise else {
+        panic!("not a migrate-mmap exercise: {r:?}");
+    };
+    assert_eq!(ev.host.lost_blocks, 0, "{r:?}");
+    assert_eq!(ev.host.e2fsck, "clean", "{r:?}");
+    assert_eq!(ev.rounds, 2, "{r:?}");
     // 2 rounds x 4 files x 16 MiB, alternate holes: 2048 hole pages per file.
-    assert_eq!(ev["hole_writes"], 2 * 4 * 2048, "{r}");
-    assert_eq!(ev["blocks_checked_on_host"], 2 * 4 * 4096, "{r}");
+    assert_eq!(ev.hole_writes, 2 * 4 * 2048, "{r:?}");
+    assert_eq!(ev.host.blocks_checked_on_host, 2 * 4 * 4096, "{r:?}");
     assert!(
-        ev["hole_writes_inside_migration_windows"].as_u64().unwrap() > 0,
-        "race not exercised: {r}"
+        ev.hole_writes_inside_migration_windows > 0,
+        "race not exercised: {r:?}"
     );
-    for f in r["findings"].as_array().unwrap() {
+    for f in &r.findings {
         assert_eq!(
-            f["class"], "api-postcondition",
-            "unexpected finding on a stock kernel: {f}"
+            f.class(),
+            FindingClass::ApiPostcondition,
+            "unexpected finding on a stock kernel: {f:?}"
         );
         assert!(
-            f["detail"]["known_cause"].is_string(),
-            "unexplained postcondition failure: {f}"
+            f.known_cause.is_some(),
+            "unexplained postcondition failure: {f:?}"
         );
     }
     let workload = std::fs::read_to_string(dir.join("workload.json")).unwrap();

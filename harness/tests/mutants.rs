@@ -11,6 +11,7 @@
 
 mod common;
 use common::*;
+use e4race_report::{FindingClass, Verdict};
 
 #[test]
 fn vm_mutant_migrate_flag_clear_loses_blocks_and_is_detected() {
@@ -32,24 +33,22 @@ fn vm_mutant_migrate_flag_clear_loses_blocks_and_is_detected() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let dir = run_dir(runs.path());
     let r = report(&dir);
-    assert_eq!(r["verdict"], "BUG-FOUND");
-    assert_eq!(r["mutant"], "migrate-flag-clear");
-    let findings = r["findings"].as_array().unwrap();
-    let lost: Vec<_> = findings
-        .iter()
-        .filter(|f| f["class"] == "data-loss")
-        .collect();
-    assert!(!lost.is_empty(), "the mutant lost no block: {r}");
+    assert_eq!(r.verdict, Verdict::BugFound);
+    assert_eq!(r.mutant.as_deref(), Some("migrate-flag-clear"));
+    let lost: Vec<_> = r.findings.iter().filter_map(|f| f.lost_block()).collect();
+    assert!(!lost.is_empty(), "the mutant lost no block: {r:?}");
     assert_eq!(
-        r["evidence"]["lost_blocks"].as_u64().unwrap() as usize,
-        lost.len()
+        r.exercise.as_ref().map(|e| e.host().lost_blocks),
+        Some(lost.len())
     );
-    for f in &lost {
-        assert_eq!(f["detail"]["found"]["kind"], "hole", "{f}");
+    for b in &lost {
+        assert_eq!(b.found, oracles::Found::Hole, "{b:?}");
     }
     assert!(
-        findings.iter().any(|f| f["class"] == "fs-corruption"),
-        "e2fsck should see the orphaned blocks: {r}"
+        r.findings
+            .iter()
+            .any(|f| f.class() == FindingClass::FsCorruption),
+        "e2fsck should see the orphaned blocks: {r:?}"
     );
     assert!(
         dir.join("disk.img").exists(),
@@ -96,15 +95,10 @@ fn vm_mutant_move_unwritten_recheck_loses_blocks_in_moved_ranges() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let dir = run_dir(runs.path());
     let r = report(&dir);
-    assert_eq!(r["verdict"], "BUG-FOUND");
-    assert_eq!(r["mutant"], "move-unwritten-recheck");
-    let lost: Vec<_> = r["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["class"] == "data-loss")
-        .collect();
-    assert!(!lost.is_empty(), "the mutant lost no block: {r}");
+    assert_eq!(r.verdict, Verdict::BugFound);
+    assert_eq!(r.mutant.as_deref(), Some("move-unwritten-recheck"));
+    let lost: Vec<_> = r.findings.iter().filter_map(|f| f.lost_block()).collect();
+    assert!(!lost.is_empty(), "the mutant lost no block: {r:?}");
 
     let workload: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("workload.json")).unwrap()).unwrap();
@@ -130,13 +124,12 @@ fn vm_mutant_move_unwritten_recheck_loses_blocks_in_moved_ranges() {
             })
             .unwrap_or_default()
     };
-    for f in &lost {
-        let d = &f["detail"];
-        let lblk = d["lblk"].as_u64().unwrap();
-        let ranges = moved(d["round"].as_u64().unwrap(), d["file_id"].as_u64().unwrap());
+    for b in &lost {
+        let ranges = moved(u64::from(b.round), u64::from(b.file_id));
         assert!(
-            ranges.iter().any(|&(s, e)| (s..e).contains(&lblk)),
-            "lost lblk {lblk} is not in or next to any moved range {ranges:?}: {f}"
+            ranges.iter().any(|&(s, e)| (s..e).contains(&b.lblk)),
+            "lost lblk {} is not in or next to any moved range {ranges:?}: {b:?}",
+            b.lblk
         );
     }
 }

@@ -32,10 +32,8 @@ fn vm_blkrec_log_covers_the_pattern_and_replays_to_the_final_image() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let dir = run_dir(runs.path());
     let r = report(&dir);
-    assert_eq!(r["disk_backend"], "blkrec");
-    let run_id = r["evidence"]["run_id"]
-        .as_u64()
-        .expect("run_id in evidence");
+    assert_eq!(r.disk_backend, "blkrec");
+    let run_id = smoke_exercise(&r).run_id;
 
     // Where the file's blocks are on disk, from the host's ext4 reader.
     let img = ext4_reader::Ext4Image::open(dir.join("disk.img")).unwrap();

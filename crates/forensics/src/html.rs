@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::attribution::{Attribution, BlockEvidence, Evidence, LogScan};
-use crate::rundir::{FindingView, RunDir};
+use crate::rundir::RunDir;
 use crate::timeline::{self, Alignment, RoundTimeline};
+use e4race_report::Finding;
 
 /// Lost blocks listed per file before the rest is only counted.
 pub const BLOCKS_PER_FILE: usize = 40;
@@ -68,18 +69,11 @@ pub fn render(run: &RunDir, ev: Option<&Evidence>, scan: Option<&LogScan>) -> St
          <style>{CSS}</style></head><body>",
         esc(&title)
     );
-    let vclass = match r.verdict.as_str() {
-        "PASS" | "BUG-FOUND" | "KERNEL-ERROR" | "INFRA-ERROR" => format!("v-{}", r.verdict),
-        _ => "v-other".into(),
-    };
+    let vclass = format!("v-{}", r.verdict);
     let _ = writeln!(
         h,
         "<h1>e4race: <span class=\"verdict {vclass}\">{}</span> {}</h1>",
-        esc(if r.verdict.is_empty() {
-            "UNKNOWN"
-        } else {
-            &r.verdict
-        }),
+        r.verdict,
         esc(&r.scenario)
     );
     h.push_str(&headline(run, ev));
@@ -110,18 +104,12 @@ pub fn render(run: &RunDir, ev: Option<&Evidence>, scan: Option<&LogScan>) -> St
     }
     h.push_str("</table>\n");
     let _ = writeln!(h, "<h2>Reproduce</h2><pre>{}</pre>", esc(&r.reproduce));
-    if let serde_json::Value::Object(m) = &r.evidence {
-        if !m.is_empty() {
-            h.push_str("<h2>What was exercised</h2><table>");
-            for (k, v) in m {
-                let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
-            }
-            h.push_str("</table>\n");
+    if let Some(ex) = &r.exercise {
+        h.push_str("<h2>What was exercised</h2><table>");
+        for (k, v) in ex.lines() {
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
         }
+        h.push_str("</table>\n");
     }
     if let Some(ev) = ev {
         h.push_str(&attribution_section(ev));
@@ -148,7 +136,7 @@ pub fn render(run: &RunDir, ev: Option<&Evidence>, scan: Option<&LogScan>) -> St
 fn headline(run: &RunDir, ev: Option<&Evidence>) -> String {
     let mut by_class: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &run.report.findings {
-        *by_class.entry(&f.class).or_default() += 1;
+        *by_class.entry(f.class().as_str()).or_default() += 1;
     }
     let mut s = String::from("<p>");
     if by_class.is_empty() {
@@ -355,11 +343,10 @@ fn findings_section(run: &RunDir, ev: Option<&Evidence>) -> String {
         }
     }
     // Everything else, per class.
-    let mut others: BTreeMap<&str, Vec<&FindingView>> = BTreeMap::new();
+    let mut others: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
     for f in &run.report.findings {
-        let is_block = f.class == "data-loss" && f.detail.get("lblk").is_some();
-        if !is_block {
-            others.entry(&f.class).or_default().push(f);
+        if f.lost_block().is_none() {
+            others.entry(f.class().as_str()).or_default().push(f);
         }
     }
     for (class, fs) in others {

@@ -13,37 +13,22 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::rundir::{FindingView, RunDir};
+use crate::rundir::RunDir;
 use crate::{Error, Result};
+use e4race_report::{Finding, Verdict};
 
 /// Lines of finding summaries put in a failure's description before the rest is counted.
 pub const MAX_LINES: usize = 200;
 
 /// The round a finding belongs to: its `round`, or the round of the file whose inode it names.
-fn round_of(f: &FindingView, by_ino: &HashMap<u64, u32>) -> Option<u32> {
-    if let Some(r) = f.round() {
-        return Some(r);
-    }
-    let ino = f
-        .detail
-        .get("ino")
-        .and_then(serde_json::Value::as_u64)
-        .or_else(|| {
-            // e2fsck lines kept as text: "Inode 13 extent tree ... could be narrower."
-            let text = f.detail.get("text")?.as_str()?;
-            let rest = text.strip_prefix("Inode ")?;
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })?;
-    by_ino.get(&ino).copied()
+fn round_of(f: &Finding, by_ino: &HashMap<u64, u32>) -> Option<u32> {
+    f.round().or_else(|| by_ino.get(&f.ino()?).copied())
 }
 
-fn failure(findings: &[&FindingView]) -> TestCaseStatus {
+fn failure(findings: &[&Finding]) -> TestCaseStatus {
     let mut by_class: BTreeMap<&str, usize> = BTreeMap::new();
     for f in findings {
-        *by_class.entry(&f.class).or_default() += 1;
+        *by_class.entry(f.class().as_str()).or_default() += 1;
     }
     let msg: Vec<String> = by_class.iter().map(|(k, n)| format!("{n} {k}")).collect();
     let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
@@ -57,7 +42,7 @@ fn failure(findings: &[&FindingView]) -> TestCaseStatus {
     let mut desc: Vec<String> = findings
         .iter()
         .take(MAX_LINES)
-        .map(|f| format!("[{}] {}", f.class, f.summary))
+        .map(|f| format!("[{}] {}", f.class(), f.summary))
         .collect();
     if findings.len() > MAX_LINES {
         desc.push(format!(
@@ -80,7 +65,7 @@ pub fn report(run: &RunDir) -> Report {
             by_ino.insert(f.ino, round.round);
         }
     }
-    let mut per_round: BTreeMap<u32, Vec<&FindingView>> =
+    let mut per_round: BTreeMap<u32, Vec<&Finding>> =
         run.rounds().iter().map(|x| (x.round, vec![])).collect();
     let mut rest = vec![];
     for f in &r.findings {
@@ -100,15 +85,15 @@ pub fn report(run: &RunDir) -> Report {
         tc.set_classname(class.clone());
         suite.add_test_case(tc);
     }
-    let status = match r.verdict.as_str() {
-        "KERNEL-ERROR" | "INFRA-ERROR" => {
+    let status = match r.verdict {
+        Verdict::KernelError | Verdict::InfraError => {
             let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
-            st.set_type(r.verdict.clone());
-            st.set_message(r.error.clone().unwrap_or_else(|| r.verdict.clone()));
+            st.set_type(r.verdict.as_str());
+            st.set_message(r.error.clone().unwrap_or_else(|| r.verdict.to_string()));
             if !rest.is_empty() {
                 st.set_description(
                     rest.iter()
-                        .map(|f| format!("[{}] {}", f.class, f.summary))
+                        .map(|f| format!("[{}] {}", f.class(), f.summary))
                         .collect::<Vec<_>>()
                         .join("\n"),
                 );

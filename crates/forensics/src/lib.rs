@@ -33,7 +33,7 @@ pub use attribution::{
 pub use inspect::{format_mapping, inspect, parse_at, At, Mapping};
 /// The JUnit data model `junit.xml` is written with (also reads it back).
 pub use quick_junit;
-pub use rundir::{ReportView, RunDir, RunIdSource};
+pub use rundir::{RunDir, RunIdSource};
 pub use timeline::{Alignment, RoundTimeline};
 
 use std::path::{Path, PathBuf};
@@ -62,6 +62,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// report.json could not be read.
+    #[error(transparent)]
+    Report(#[from] e4race_report::ReportError),
     /// The write log could not be read.
     #[error("write log: {0}")]
     Log(#[from] writelog::Error),

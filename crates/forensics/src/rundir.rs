@@ -6,73 +6,12 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
 use e4race_protocol::{BlockContent, BlockTag, MigrateMmapResult, RoundRecord};
+use e4race_report::{FindingClass, Report};
 use oracles::{E2fsckReport, FsckFinding, LostBlock, Sign};
 use serde::{Deserialize, Serialize};
 
 use crate::attribution::{self, Evidence, LogScan, UnownedBlocks};
 use crate::{Error, Result};
-
-/// The parts of `report.json` (schema `e4race-report/1`) this crate reads. Every field has a
-/// default, so reports from older and newer builds load.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ReportView {
-    pub schema: String,
-    pub scenario: String,
-    pub verdict: String,
-    pub kernel: KernelView,
-    pub accel: String,
-    pub disk_backend: String,
-    pub mutant: Option<String>,
-    pub seed: Option<u64>,
-    pub run_id: Option<u64>,
-    pub params: serde_json::Value,
-    pub started_at: String,
-    pub duration_s: f64,
-    pub boot_s: Option<f64>,
-    pub error: Option<String>,
-    pub findings: Vec<FindingView>,
-    pub evidence: serde_json::Value,
-    pub run_dir: String,
-    pub reproduce: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct KernelView {
-    pub requested: String,
-    pub release: String,
-    pub origin: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FindingView {
-    pub class: String,
-    pub summary: String,
-    pub detail: serde_json::Value,
-}
-
-impl FindingView {
-    /// The round this finding belongs to, if it names one.
-    pub fn round(&self) -> Option<u32> {
-        self.detail
-            .get("round")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|r| u32::try_from(r).ok())
-    }
-}
-
-impl ReportView {
-    /// The kernel as a label: the release if the guest reported one, else what was asked for.
-    pub fn kernel_label(&self) -> &str {
-        if self.kernel.release.is_empty() {
-            &self.kernel.requested
-        } else {
-            &self.kernel.release
-        }
-    }
-}
 
 /// Where the run id came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +29,7 @@ pub enum RunIdSource {
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub dir: PathBuf,
-    pub report: ReportView,
+    pub report: Report,
     /// workload.json, when the scenario had one.
     pub workload: Option<MigrateMmapResult>,
     /// Every data-loss finding that names a block.
@@ -116,8 +55,7 @@ impl RunDir {
     /// Loads `dir`. Only report.json is required.
     pub fn load(dir: &Path) -> Result<RunDir> {
         let rp = dir.join("report.json");
-        let report: ReportView =
-            serde_json::from_str(&read(&rp)?).map_err(|source| Error::Json { path: rp, source })?;
+        let report = Report::read(&rp)?;
         let mut warnings = vec![];
         let wp = dir.join("workload.json");
         let workload = if wp.is_file() {
@@ -134,18 +72,16 @@ impl RunDir {
         } else {
             None
         };
-        let mut lost = vec![];
-        let mut file_losses = 0;
-        for f in report.findings.iter().filter(|f| f.class == "data-loss") {
-            match serde_json::from_value::<LostBlock>(f.detail.clone()) {
-                Ok(b) => lost.push(b),
-                Err(e) if f.detail.get("lblk").is_some() => warnings.push(format!(
-                    "a data-loss finding of report.json does not parse as a lost block ({e}): {}",
-                    f.summary
-                )),
-                Err(_) => file_losses += 1,
-            }
-        }
+        let lost: Vec<LostBlock> = report
+            .findings
+            .iter()
+            .filter_map(|f| f.lost_block().cloned())
+            .collect();
+        let file_losses = report
+            .findings
+            .iter()
+            .filter(|f| f.class() == FindingClass::DataLoss && f.lost_block().is_none())
+            .count();
         let fsck = match std::fs::read_to_string(dir.join("e2fsck.txt")) {
             Ok(t) => Some(parse_e2fsck_txt(&t)),
             Err(_) => None,

@@ -32,6 +32,19 @@ pub enum Found {
 }
 
 impl Found {
+    /// The kind as report.json spells it (`kind`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Found::Hole => "hole",
+            Found::Unwritten => "unwritten",
+            Found::Zeros => "zeros",
+            Found::Stale(_) => "stale",
+            Found::OtherTag(_) => "other-tag",
+            Found::Corrupt => "corrupt",
+            Found::Foreign => "foreign",
+        }
+    }
+
     /// Classifies what was read where `expected` should be; `None` if it is exactly there.
     pub fn classify(expected: &BlockTag, read: &BlockRead) -> Option<Found> {
         match read {
@@ -302,5 +315,33 @@ mod tests {
         );
         let back: Found = serde_json::from_str(&j).unwrap();
         assert_eq!(back, Found::OtherTag(tag(0)));
+    }
+}
+
+#[cfg(test)]
+mod kind_name_tests {
+    use super::*;
+
+    #[test]
+    fn kind_name_is_the_serialized_kind() {
+        let tag = BlockTag {
+            run_id: 1,
+            file_id: 2,
+            round: 3,
+            lblk: 4,
+            generation: 5,
+        };
+        for f in [
+            Found::Hole,
+            Found::Unwritten,
+            Found::Zeros,
+            Found::Stale(tag),
+            Found::OtherTag(tag),
+            Found::Corrupt,
+            Found::Foreign,
+        ] {
+            let v = serde_json::to_value(&f).unwrap();
+            assert_eq!(v["kind"], f.kind_name(), "{v}");
+        }
     }
 }

@@ -16,6 +16,24 @@ pub enum FindingClass {
     KernelWarning,
 }
 
+impl FindingClass {
+    /// The class as report.json and the summaries spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingClass::DataLoss => "data-loss",
+            FindingClass::FsCorruption => "fs-corruption",
+            FindingClass::ApiPostcondition => "api-postcondition",
+            FindingClass::KernelWarning => "kernel-warning",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A finding of any oracle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "class", content = "detail", rename_all = "kebab-case")]
@@ -24,6 +42,13 @@ pub enum Finding {
     DataLoss(LostBlock),
     /// A whole acknowledged file is missing or unreadable (also data loss).
     FileLoss(FileProblem),
+    /// Blocks the guest wrote and fsynced read back wrong in the guest itself (smoke).
+    ReadBack {
+        path: String,
+        blocks_written: u64,
+        /// Logical blocks that read back wrong.
+        mismatched: Vec<u64>,
+    },
     /// e2fsck found the file system inconsistent.
     FsCorruption(FsckFinding),
     /// The migrate call's result disagrees with the inode afterwards (from the guest).
@@ -40,7 +65,9 @@ pub enum Finding {
 impl Finding {
     pub fn class(&self) -> FindingClass {
         match self {
-            Finding::DataLoss(_) | Finding::FileLoss(_) => FindingClass::DataLoss,
+            Finding::DataLoss(_) | Finding::FileLoss(_) | Finding::ReadBack { .. } => {
+                FindingClass::DataLoss
+            }
             Finding::FsCorruption(_) => FindingClass::FsCorruption,
             Finding::ApiPostcondition { .. } => FindingClass::ApiPostcondition,
             Finding::KernelWarning(_) => FindingClass::KernelWarning,
@@ -63,6 +90,15 @@ impl Finding {
             Finding::FileLoss(p) => format!(
                 "{} (round {}, file {}) {:?}: {} acknowledged blocks unverifiable: {}",
                 p.path, p.round, p.file_id, p.kind, p.acknowledged_blocks, p.detail
+            ),
+            Finding::ReadBack {
+                path,
+                blocks_written,
+                mismatched,
+            } => format!(
+                "{path}: {} of {blocks_written} blocks read back wrong in the guest, first {:?}",
+                mismatched.len(),
+                &mismatched[..mismatched.len().min(8)]
             ),
             Finding::FsCorruption(f) => format!("e2fsck: {}", f.summary()),
             Finding::ApiPostcondition {

@@ -10,7 +10,7 @@
 
 use e4race_protocol::{Command, DefragDriver, DefragMmapParams, MigrateMmapResult};
 
-use crate::fsck;
+use crate::report::{DefragExercise, Exercise, HostCheck};
 use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::race;
 use crate::scenarios::smoke::MOUNT_POINT;
@@ -142,41 +142,43 @@ pub async fn drive(
         Command::DefragMmap(params.clone()),
         params.run_id,
         mount_options,
-        evidence,
+        exercise,
         vm,
         ctx,
     )
     .await
 }
 
-fn evidence(r: &MigrateMmapResult, fsck: &oracles::E2fsckReport) -> serde_json::Value {
+fn exercise(r: &MigrateMmapResult, host: HostCheck) -> Exercise {
     let files: Vec<_> = r.rounds.iter().flat_map(|x| x.files.iter()).collect();
-    let moves: Vec<_> = files.iter().flat_map(|f| f.moves.iter()).collect();
-    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
-    for m in &moves {
+    let mut moves: std::collections::BTreeMap<String, usize> = Default::default();
+    for m in files.iter().flat_map(|f| f.moves.iter()) {
         let k = match (m.error, m.e4defrag) {
             (0, _) => "ok".to_string(),
             (e, true) => format!("e4defrag exit {e}"),
             (e, false) => nix::errno::Errno::from_raw(e).to_string(),
         };
-        *errors.entry(k).or_default() += 1;
+        *moves.entry(k).or_default() += 1;
     }
     let covered = files
         .iter()
         .map(|f| f.stores_in_covering_move())
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    serde_json::json!({
-        "rounds": r.rounds.len(),
-        "files": files.len(),
-        "hole_fills": files.iter().map(|f| f.hole_lblks.len()).sum::<usize>(),
-        "overwrites": files.iter().map(|f| f.overwrites.len()).sum::<usize>(),
-        "stores_inside_move_windows": files.iter().map(|f| f.writes_in_move_windows()).sum::<usize>(),
-        "stores_into_range_being_moved": covered.0,
-        "unwritten_fills_into_range_being_moved": covered.1,
-        "preallocated_blocks": files.iter().map(|f| f.unwritten_lblks.len()).sum::<usize>(),
-        "moves": errors,
-        "mean_extents_before": (files.iter().map(|f| f64::from(f.extents_before)).sum::<f64>() / files.len().max(1) as f64).round(),
-        "mean_extents_after": (files.iter().map(|f| f64::from(f.migrate.extents_after)).sum::<f64>() / files.len().max(1) as f64).round(),
-        "e2fsck": fsck::headline(fsck),
+    let mean = |v: &dyn Fn(&&e4race_protocol::FileRecord) -> u32| {
+        (files.iter().map(|f| f64::from(v(f))).sum::<f64>() / files.len().max(1) as f64).round()
+    };
+    Exercise::DefragMmap(DefragExercise {
+        rounds: r.rounds.len(),
+        files: files.len(),
+        hole_fills: files.iter().map(|f| f.hole_lblks.len()).sum(),
+        overwrites: files.iter().map(|f| f.overwrites.len()).sum(),
+        stores_inside_move_windows: files.iter().map(|f| f.writes_in_move_windows()).sum(),
+        stores_into_range_being_moved: covered.0,
+        unwritten_fills_into_range_being_moved: covered.1,
+        preallocated_blocks: files.iter().map(|f| f.unwritten_lblks.len()).sum(),
+        moves,
+        mean_extents_before: mean(&|f| f.extents_before),
+        mean_extents_after: mean(&|f| f.migrate.extents_after),
+        host,
     })
 }

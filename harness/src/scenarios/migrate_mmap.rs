@@ -11,7 +11,7 @@
 
 use e4race_protocol::{Command, HolePattern, MigrateDriver, MigrateMmapParams, MigrateMmapResult};
 
-use crate::fsck;
+use crate::report::{Exercise, HostCheck, MigrateExercise};
 use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::race;
 use crate::scenarios::smoke::MOUNT_POINT;
@@ -139,7 +139,7 @@ pub async fn drive(
         Command::MigrateMmap(params.clone()),
         params.run_id,
         mount_options,
-        evidence,
+        exercise,
         vm,
         ctx,
     )
@@ -147,30 +147,28 @@ pub async fn drive(
 }
 
 /// The numbers that show the race was exercised.
-fn evidence(r: &MigrateMmapResult, fsck: &oracles::E2fsckReport) -> serde_json::Value {
+fn exercise(r: &MigrateMmapResult, host: HostCheck) -> Exercise {
     let files: Vec<_> = r.rounds.iter().flat_map(|x| x.files.iter()).collect();
-    let writes: usize = files.iter().map(|f| f.hole_lblks.len()).sum();
-    let in_window: usize = files.iter().map(|f| f.writes_in_window()).sum();
-    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut migrations: std::collections::BTreeMap<String, usize> = Default::default();
     for f in &files {
         let k = match f.migrate.error {
             0 => "ok".to_string(),
             e => nix::errno::Errno::from_raw(e).to_string(),
         };
-        *errors.entry(k).or_default() += 1;
+        *migrations.entry(k).or_default() += 1;
     }
     let window_ms: f64 = files
         .iter()
         .map(|f| (f.migrate.end_ns.saturating_sub(f.migrate.start_ns)) as f64 / 1e6)
         .sum::<f64>()
         / files.len().max(1) as f64;
-    serde_json::json!({
-        "rounds": r.rounds.len(),
-        "files": files.len(),
-        "hole_writes": writes,
-        "hole_writes_inside_migration_windows": in_window,
-        "migrations": errors,
-        "mean_migration_window_ms": (window_ms * 10.0).round() / 10.0,
-        "e2fsck": fsck::headline(fsck),
+    Exercise::MigrateMmap(MigrateExercise {
+        rounds: r.rounds.len(),
+        files: files.len(),
+        hole_writes: files.iter().map(|f| f.hole_lblks.len()).sum(),
+        hole_writes_inside_migration_windows: files.iter().map(|f| f.writes_in_window()).sum(),
+        migrations,
+        mean_migration_window_ms: (window_ms * 10.0).round() / 10.0,
+        host,
     })
 }

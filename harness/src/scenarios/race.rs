@@ -7,19 +7,20 @@ use std::time::Duration;
 use e4race_protocol::{Command, MigrateMmapResult, Reply};
 
 use crate::fsck;
+use crate::report::{Exercise, HostCheck};
 use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::smoke::{DEVICE, MOUNT_POINT};
 use crate::vm::Vm;
 
 /// The scenario's own numbers (that the race was exercised) from the workload's record and
-/// e2fsck; `drive` adds the host's block counts.
-pub type Evidence = fn(&MigrateMmapResult, &oracles::E2fsckReport) -> serde_json::Value;
+/// what the host checked.
+pub type ExerciseOf = fn(&MigrateMmapResult, HostCheck) -> Exercise;
 
 pub async fn drive(
     workload: Command,
     run_id: u64,
     mount_options: &str,
-    evidence: Evidence,
+    exercise: ExerciseOf,
     mut vm: Vm,
     ctx: &mut RunContext,
 ) -> Result<ScenarioOutcome, RunError> {
@@ -97,11 +98,13 @@ pub async fn drive(
     let fsck = fsck::run(&ctx.disk.image).await?;
     let findings =
         crate::oracle_glue::findings(Some(&content), Some(&fsck), &result.rounds, &dmesg);
-    let mut ev = evidence(&result, &fsck);
-    ev["blocks_checked_on_host"] = content.blocks_checked.into();
-    ev["lost_blocks"] = content.lost.len().into();
+    let host = HostCheck {
+        blocks_checked_on_host: content.blocks_checked,
+        lost_blocks: content.lost.len(),
+        e2fsck: fsck::headline(&fsck),
+    };
     Ok(ScenarioOutcome {
-        evidence: ev,
+        exercise: exercise(&result, host),
         findings,
     })
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use e4race_protocol::{Command, FileRecord, MigrateCall, Reply, RoundRecord};
 
 use crate::fsck;
-use crate::report::Finding;
+use crate::report::{Exercise, Finding, HostCheck, SmokeExercise};
 use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::vm::Vm;
 
@@ -76,16 +76,11 @@ pub async fn drive(
 
     let mut findings = Vec::new();
     if !pat.mismatched.is_empty() {
-        findings.push(Finding {
-            class: "data-loss".into(),
-            summary: format!(
-                "{} of {} blocks read back wrong in the guest, first {:?}",
-                pat.mismatched.len(),
-                pat.blocks_written,
-                &pat.mismatched[..pat.mismatched.len().min(8)]
-            ),
-            detail: serde_json::to_value(&pat).unwrap_or_default(),
-        });
+        findings.push(Finding::new(oracles::Finding::ReadBack {
+            path: "smoke".into(),
+            blocks_written: pat.blocks_written,
+            mismatched: pat.mismatched.clone(),
+        }));
     }
     // The same pattern, read from the final image by the host's own ext4 reader.
     p.step("checking the pattern on the host");
@@ -119,12 +114,15 @@ pub async fn drive(
     ));
     Ok(ScenarioOutcome {
         findings,
-        evidence: serde_json::json!({
-            "blocks_written": pat.blocks_written,
-            "blocks_read_back_ok": pat.blocks_written - pat.mismatched.len() as u64,
-            "blocks_checked_on_host": content.blocks_checked,
-            "run_id": run_id,
-            "e2fsck": fsck::headline(&fsck),
+        exercise: Exercise::Smoke(SmokeExercise {
+            blocks_written: pat.blocks_written,
+            blocks_read_back_ok: pat.blocks_written - pat.mismatched.len() as u64,
+            run_id,
+            host: HostCheck {
+                blocks_checked_on_host: content.blocks_checked,
+                lost_blocks: content.lost.len(),
+                e2fsck: fsck::headline(&fsck),
+            },
         }),
     })
 }

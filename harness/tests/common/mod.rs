@@ -53,9 +53,17 @@ pub fn run_dir(runs: &Path) -> PathBuf {
     dirs[0].clone()
 }
 
-pub fn report(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
-    serde_json::from_str(&text).expect("report.json parses")
+/// The run's report.json, read as the harness wrote it.
+pub fn report(dir: &Path) -> e4race_report::Report {
+    e4race_report::Report::read(&dir.join("report.json")).expect("report.json reads back")
+}
+
+/// What a smoke run exercised.
+pub fn smoke_exercise(r: &e4race_report::Report) -> &e4race_report::SmokeExercise {
+    match &r.exercise {
+        Some(e4race_report::Exercise::Smoke(e)) => e,
+        other => panic!("not a smoke run's exercise: {other:?}"),
+    }
 }
 
 pub fn text(o: &Output) -> String {

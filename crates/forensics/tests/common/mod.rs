@@ -104,14 +104,14 @@ pub fn make_run(dir: &Path, with_run_id: bool) {
     findings.push(serde_json::json!({"class": "fs-corruption", "summary": "e2fsck: Inode 13, i_blocks is 16, should be 8.",
         "detail": {"kind": "inode-blocks-wrong", "ino": 13, "i_blocks": 16, "should_be": 8}}));
     findings.push(serde_json::json!({"class": "kernel-warning", "summary": "kernel Ext4Error: <script>alert(1)</script>",
-        "detail": {"class": "ext4-error", "line": "x"}}));
+        "detail": {"class": "ext4-error", "line": "x", "line_no": 3, "context": []}}));
     let mut report = serde_json::json!({
-        "schema": "e4race-report/1", "scenario": "migrate-mmap", "verdict": "BUG-FOUND",
+        "schema": e4race_report::SCHEMA, "scenario": "migrate-mmap", "verdict": "BUG-FOUND",
         "kernel": {"requested": "6.1", "release": "6.1.0-test", "origin": "fixture"},
         "accel": "tcg", "accel_reason": "", "disk_backend": "blkrec", "mutant": "migrate-flag-clear",
         "seed": 42, "params": {}, "started_at": "2026-01-01T00:00:00Z", "duration_s": 12.5,
         "boot_s": 1.0, "error": null, "findings": findings,
-        "evidence": {"lost_blocks": 4}, "run_dir": dir.display().to_string(),
+        "exercise": null, "run_dir": dir.display().to_string(),
         "reproduce": "e4race run migrate-mmap --mutant migrate-flag-clear --seed 42"
     });
     if with_run_id {

@@ -1,0 +1,112 @@
+//! The human summary printed at the end of a run and saved as `summary.txt`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use crate::{FindingClass, Report};
+
+/// Files (and other findings) listed before the rest is only counted.
+const LISTED: usize = 12;
+/// Lost blocks named per file.
+const LBLKS_PER_FILE: usize = 6;
+
+impl Report {
+    /// The summary: the verdict line, what was exercised, the findings, where to look.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{}: {} on {} ({}), {} accel, disk {}{}",
+            self.verdict,
+            self.scenario,
+            self.kernel_label(),
+            self.kernel.origin,
+            self.accel,
+            self.disk_backend,
+            self.mutant
+                .as_ref()
+                .map(|m| format!(", mutant {m}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "  took {:.1} s{}",
+            self.duration_s,
+            self.boot_s
+                .map(|b| format!(" (guest ready after {b:.1} s)"))
+                .unwrap_or_default()
+        );
+        if let Some(ex) = &self.exercise {
+            for (k, v) in ex.lines() {
+                let _ = writeln!(s, "  {k}: {v}");
+            }
+        }
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "  error: {e}");
+        }
+        if !self.findings.is_empty() {
+            let mut by_class: BTreeMap<FindingClass, usize> = BTreeMap::new();
+            for f in &self.findings {
+                *by_class.entry(f.class()).or_default() += 1;
+            }
+            let _ = writeln!(
+                s,
+                "  findings: {}",
+                by_class
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            s.push_str(&self.findings_digest());
+        }
+        let _ = writeln!(s, "  run directory: {}", self.run_dir);
+        let _ = writeln!(s, "  reproduce: {}", self.reproduce);
+        s
+    }
+
+    /// Findings for the summary. Lost blocks are grouped per file: a mutant run can lose
+    /// thousands, and one line per file reads better than one per block.
+    fn findings_digest(&self) -> String {
+        let mut lost: BTreeMap<&str, (usize, Vec<u64>, BTreeSet<String>)> = BTreeMap::new();
+        let mut others = Vec::new();
+        for f in &self.findings {
+            match f.lost_block() {
+                Some(b) => {
+                    let e = lost.entry(&b.path).or_default();
+                    e.0 += 1;
+                    if e.1.len() < LBLKS_PER_FILE {
+                        e.1.push(b.lblk);
+                    }
+                    e.2.insert(b.found.kind_name().to_string());
+                }
+                None => others.push(f),
+            }
+        }
+        let mut s = String::new();
+        for (path, (n, first, kinds)) in lost.iter().take(LISTED) {
+            let lblks: Vec<String> = first.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                s,
+                "    [data-loss] {path}: {n} lost blocks ({}), lblk {}{}",
+                kinds.iter().cloned().collect::<Vec<_>>().join(", "),
+                lblks.join(", "),
+                if *n > first.len() { ", ..." } else { "" }
+            );
+        }
+        if lost.len() > LISTED {
+            let _ = writeln!(
+                s,
+                "    [data-loss] ... {} more files in report.json",
+                lost.len() - LISTED
+            );
+        }
+        for f in others.iter().take(LISTED) {
+            let _ = writeln!(s, "    [{}] {}", f.class(), f.summary);
+        }
+        if others.len() > LISTED {
+            let _ = writeln!(s, "    ... {} more in report.json", others.len() - LISTED);
+        }
+        s
+    }
+}
