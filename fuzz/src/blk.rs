@@ -40,7 +40,7 @@ use virtio_queue::mock::{AvailRing, DescriptorTable, UsedRing};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use writelog::{flags, Kind, LogOptions, LogReader, LogWriter, ReplayStop};
+use writelog::{flags, Kind, LogOptions, LogPosition, LogReader, LogWriter};
 
 // ---- fixed geometry --------------------------------------------------------------------------
 
@@ -677,7 +677,7 @@ pub fn run_with(input: &Input, allow_known: bool) {
     }
     // Replaying the log onto the original image gives the final image.
     fs::write(&f.replay, orig).unwrap();
-    let sum = writelog::replay(&f.log, &f.replay, &ReplayStop::End).unwrap();
+    let sum = writelog::replay(&f.log, &f.replay, &LogPosition::End).unwrap();
     assert_eq!(sum.entries, expected.len() as u64);
     let replayed = fs::read(&f.replay).unwrap();
     assert!(replayed == img, "replay of the log differs from the image");

@@ -21,7 +21,7 @@ use std::fs;
 use std::path::PathBuf;
 use writelog::{
     export_dm_log_writes, flags, replay, replay_dm_log_writes, stats, Entry, Error, Kind,
-    LogOptions, LogReader, LogWriter, Record, ReplayStop,
+    LogOptions, LogPosition, LogReader, LogWriter, Record,
 };
 
 /// Replay target size.
@@ -191,7 +191,7 @@ pub fn run_raw(bytes: &[u8]) {
                 );
             }
             fs::write(&f.img, initial_image()).unwrap();
-            let _ = replay(&f.log, &f.img, &ReplayStop::End);
+            let _ = replay(&f.log, &f.img, &LogPosition::End);
             // The export writes WRITE_ZEROES as data: a 100-byte record can ask for 4 GiB of
             // zeros (by design), so only small ones are exported here.
             let zeros: u64 = recs
@@ -201,7 +201,7 @@ pub fn run_raw(bytes: &[u8]) {
                 .sum();
             if zeros <= 8 << 20 && export_dm_log_writes(&f.log, &f.dm).is_ok() {
                 fs::write(&f.img2, initial_image()).unwrap();
-                let _ = replay_dm_log_writes(&f.dm, &f.img2, &ReplayStop::End);
+                let _ = replay_dm_log_writes(&f.dm, &f.img2, &LogPosition::End);
             }
         }
     }
@@ -209,15 +209,15 @@ pub fn run_raw(bytes: &[u8]) {
     if allow_known() || !dm_claims_too_much(bytes) {
         fs::write(&f.img2, initial_image()).unwrap();
         for stop in [
-            ReplayStop::End,
-            ReplayStop::Entries(2),
-            ReplayStop::Flush(1),
+            LogPosition::End,
+            LogPosition::Entries(2),
+            LogPosition::Flush(1),
         ] {
             if let Err(e) = replay_dm_log_writes(&f.log, &f.img2, &stop) {
                 let _ = e.to_string();
             }
         }
-        assert!(replay_dm_log_writes(&f.log, &f.img2, &ReplayStop::Seq(0)).is_err());
+        assert!(replay_dm_log_writes(&f.log, &f.img2, &LogPosition::Seq(0)).is_err());
     }
 }
 
@@ -521,7 +521,7 @@ pub fn run_valid(input: &ValidInput) {
         } else {
             fs::write(&f.img, initial_image()).unwrap();
             assert!(matches!(
-                replay(&f.cut, &f.img, &ReplayStop::End),
+                replay(&f.cut, &f.img, &LogPosition::End),
                 Err(Error::NoData(_))
             ));
             assert!(matches!(
@@ -554,10 +554,10 @@ pub fn run_valid(input: &ValidInput) {
             assert!(n >= intact, "records before the damage were lost");
             let _ = stats(&mut LogReader::open(&f.cut).unwrap());
             fs::write(&f.img, initial_image()).unwrap();
-            let _ = replay(&f.cut, &f.img, &ReplayStop::End);
+            let _ = replay(&f.cut, &f.img, &LogPosition::End);
             if export_dm_log_writes(&f.cut, &f.dm).is_ok() {
                 fs::write(&f.img2, initial_image()).unwrap();
-                let _ = replay_dm_log_writes(&f.dm, &f.img2, &ReplayStop::End);
+                let _ = replay_dm_log_writes(&f.dm, &f.img2, &LogPosition::End);
             }
         }
     }
@@ -632,16 +632,16 @@ fn check_replays(m: &Model, n: usize, log: &std::path::Path, input: &ValidInput)
         apply(m, k, &mut img);
         img
     };
-    let run = |stop: &ReplayStop| {
+    let run = |stop: &LogPosition| {
         fs::write(&f.img, &orig).unwrap();
         replay(log, &f.img, stop).map(|s| (s, fs::read(&f.img).unwrap()))
     };
-    let (sum, img) = run(&ReplayStop::End).unwrap();
+    let (sum, img) = run(&LogPosition::End).unwrap();
     assert_eq!(sum.entries, n as u64);
     assert!(img == model_after(n), "replay to the end");
     // Seq(s): records 0..=s; a seq past the end is not reached.
     let s = u64::from(input.stop_seq) % (n as u64 + 2);
-    match run(&ReplayStop::Seq(s)) {
+    match run(&LogPosition::Seq(s)) {
         Ok((_, img)) => {
             assert!(s < n as u64, "seq {s} reached in a log of {n}");
             assert!(img == model_after(s as usize + 1), "replay to seq {s}");
@@ -652,7 +652,7 @@ fn check_replays(m: &Model, n: usize, log: &std::path::Path, input: &ValidInput)
         }
     }
     let k = u64::from(input.stop_entries) % (n as u64 + 2);
-    match run(&ReplayStop::Entries(k)) {
+    match run(&LogPosition::Entries(k)) {
         Ok((sum, img)) => {
             assert!(k <= n as u64);
             assert_eq!(sum.entries, k);
@@ -673,8 +673,11 @@ fn check_replays(m: &Model, n: usize, log: &std::path::Path, input: &ValidInput)
         .iter()
         .position(|r| r.0 == Kind::Mark && r.6.as_deref() == Some(name));
     for (stop, at) in [
-        (ReplayStop::Flush(fk), if fk == 0 { None } else { flush_at }),
-        (ReplayStop::Mark(name.into()), mark_at),
+        (
+            LogPosition::Flush(fk),
+            if fk == 0 { None } else { flush_at },
+        ),
+        (LogPosition::Mark(name.into()), mark_at),
     ] {
         match (run(&stop), at) {
             (Ok((_, img)), Some(i)) => assert!(img == model_after(i + 1), "replay to {stop:?}"),
@@ -693,11 +696,11 @@ fn check_replays(m: &Model, n: usize, log: &std::path::Path, input: &ValidInput)
         return;
     }
     let exp = exp.unwrap();
-    let run_dm = |stop: &ReplayStop| {
+    let run_dm = |stop: &LogPosition| {
         fs::write(&f.img2, &orig).unwrap();
         replay_dm_log_writes(&f.dm, &f.img2, stop).map(|s| (s, fs::read(&f.img2).unwrap()))
     };
-    let (sum, img) = run_dm(&ReplayStop::End).unwrap();
+    let (sum, img) = run_dm(&LogPosition::End).unwrap();
     assert_eq!(sum.entries, exp.entries);
     assert!(img == model_after(n), "dm-log-writes replay to the end");
     // The export leaves out failed flushes and emits a flush at the seq it covers (before
@@ -727,8 +730,8 @@ fn check_replays(m: &Model, n: usize, log: &std::path::Path, input: &ValidInput)
         .checked_sub(1)
         .and_then(|k| dm_flush_at.get(k).copied());
     for (stop, at) in [
-        (ReplayStop::Flush(fk), dm_flush),
-        (ReplayStop::Mark(name.into()), mark_at.map(|i| i + 1)),
+        (LogPosition::Flush(fk), dm_flush),
+        (LogPosition::Mark(name.into()), mark_at.map(|i| i + 1)),
     ] {
         match (run_dm(&stop), at) {
             (Ok((_, img)), Some(k)) => {

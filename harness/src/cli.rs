@@ -45,8 +45,8 @@ pub enum Cmd {
         /// writes.log, or the run directory.
         log: PathBuf,
         /// Where to stop: end, seq:N, mark:NAME (e.g. mark:round-0-done), flush:N, entries:N.
-        #[arg(long, default_value = "end")]
-        to: String,
+        #[arg(long, value_name = "POSITION", default_value = "end")]
+        to: writelog::LogPosition,
         /// The image to write.
         #[arg(long)]
         out: PathBuf,
@@ -71,9 +71,9 @@ pub enum Cmd {
         /// The file, relative to the file system root, e.g. r0/f1.
         #[arg(long)]
         file: String,
-        /// Where in the log: end, mark:NAME (e.g. mark:round-0-done), seq:N, flush:N.
-        #[arg(long)]
-        at: Option<String>,
+        /// Where in the log: end, seq:N, mark:NAME (e.g. mark:round-0-done), flush:N, entries:N.
+        #[arg(long, value_name = "POSITION")]
+        at: Option<writelog::LogPosition>,
         /// Print the mapping as JSON.
         #[arg(long)]
         json: bool,

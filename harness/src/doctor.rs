@@ -41,7 +41,7 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
         "dpkg-deb",
         "apt-get",
     ] {
-        match vm::find_in_path(tool) {
+        match host_tools::find_host_tool(tool) {
             Some(p) => println!("{tool:<20} {}", p.display()),
             None => println!("{tool:<20} missing"),
         }

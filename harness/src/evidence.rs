@@ -65,16 +65,14 @@ pub fn report_cmd(dir: &Path) -> i32 {
     }
 }
 
-/// `e4race inspect RUN_DIR --file PATH [--at POINT] [--json]`.
-pub fn inspect_cmd(dir: PathBuf, file: &str, at: Option<&str>, json: bool) -> i32 {
-    let at = match at.map(forensics::parse_at).transpose() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    match forensics::inspect(&dir, file, at.as_ref()) {
+/// `e4race inspect RUN_DIR --file PATH [--at POSITION] [--json]`.
+pub fn inspect_cmd(
+    dir: PathBuf,
+    file: &str,
+    at: Option<&writelog::LogPosition>,
+    json: bool,
+) -> i32 {
+    match forensics::inspect(&dir, file, at) {
         Ok(m) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use writelog::{LogReader, ReplayStop};
+use writelog::{LogPosition, LogReader};
 
 #[derive(Debug, Subcommand)]
 pub enum LogCmd {
@@ -63,36 +63,17 @@ pub fn log(cmd: LogCmd) -> i32 {
     }
 }
 
-/// `--to` for replay: `end`, `seq:N`, `mark:NAME`, `flush:N` (the N-th flush), or `entries:N`.
-pub fn parse_stop(s: &str) -> Result<ReplayStop, String> {
-    let num = |v: &str| {
-        v.parse::<u64>()
-            .map_err(|_| format!("'{v}' is not a number"))
-    };
-    match s.split_once(':') {
-        None if s == "end" => Ok(ReplayStop::End),
-        Some(("seq", v)) => Ok(ReplayStop::Seq(num(v)?)),
-        Some(("mark", v)) => Ok(ReplayStop::Mark(v.to_string())),
-        Some(("flush", v)) => Ok(ReplayStop::Flush(num(v)?)),
-        Some(("entries", v)) => Ok(ReplayStop::Entries(num(v)?)),
-        _ => Err(format!(
-            "'{s}': expected end, seq:N, mark:NAME, flush:N or entries:N"
-        )),
-    }
-}
-
-/// Rebuilds the disk as it was at a point of the log, onto a fresh zero image of `size`
-/// bytes (runs start from an empty sparse image), or onto a copy of `--base`.
+/// Rebuilds the disk as it was at `stop` (parsed by clap from `--to`), onto a fresh zero
+/// image of `size` bytes (runs start from an empty sparse image), or onto a copy of `--base`.
 pub fn replay(
     log: PathBuf,
-    to: &str,
+    stop: &LogPosition,
     out: PathBuf,
     base: Option<PathBuf>,
     size: Option<u64>,
 ) -> i32 {
     let r = (|| -> Result<String, String> {
         let log = resolve(log);
-        let stop = parse_stop(to)?;
         match base {
             Some(b) => {
                 std::fs::copy(&b, &out).map_err(|e| format!("copying {}: {e}", b.display()))?;
@@ -115,7 +96,7 @@ pub fn replay(
                     .map_err(|e| format!("{}: {e}", out.display()))?;
             }
         }
-        let s = writelog::replay(&log, &out, &stop).map_err(|e| e.to_string())?;
+        let s = writelog::replay(&log, &out, stop).map_err(|e| e.to_string())?;
         Ok(format!(
             "replayed {} records ({} writes, {} zeroed ranges) into {}",
             s.entries,
@@ -133,23 +114,5 @@ pub fn replay(
             eprintln!("error: {e}");
             4
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stops_parse() {
-        assert_eq!(parse_stop("end").unwrap(), ReplayStop::End);
-        assert_eq!(parse_stop("seq:12").unwrap(), ReplayStop::Seq(12));
-        assert_eq!(
-            parse_stop("mark:round-1-done").unwrap(),
-            ReplayStop::Mark("round-1-done".into())
-        );
-        assert_eq!(parse_stop("flush:3").unwrap(), ReplayStop::Flush(3));
-        assert!(parse_stop("flush:x").is_err());
-        assert!(parse_stop("yesterday").is_err());
     }
 }

@@ -55,7 +55,7 @@ fn main() {
                 file,
                 at,
                 json,
-            } => evidence::inspect_cmd(run_dir, &file, at.as_deref(), json),
+            } => evidence::inspect_cmd(run_dir, &file, at.as_ref(), json),
         }
     });
     std::process::exit(code);

@@ -140,17 +140,9 @@ fn socket_base(xdg: Option<PathBuf>, tmp: PathBuf) -> Result<PathBuf, VmError> {
 
 pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 
-/// Finds qemu-system-x86_64 in PATH.
+/// Finds qemu-system-x86_64 in PATH, /usr/sbin or /sbin.
 pub fn find_qemu() -> Result<PathBuf, VmError> {
-    find_in_path("qemu-system-x86_64").ok_or(VmError::QemuMissing)
-}
-
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    host_tools::find_host_tool("qemu-system-x86_64").ok_or(VmError::QemuMissing)
 }
 
 pub fn default_bios() -> Option<PathBuf> {
@@ -264,7 +256,7 @@ pub fn shell_quote(s: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("QEMU is not installed: qemu-system-x86_64 is not in PATH. Install the Debian package `{QEMU_PACKAGE}` (apt-get install {QEMU_PACKAGE})")]
+    #[error("QEMU is not installed: qemu-system-x86_64 is not in PATH, /usr/sbin or /sbin. Install the Debian package `{QEMU_PACKAGE}` (apt-get install {QEMU_PACKAGE})")]
     QemuMissing,
     #[error("the kernel failed: {headline}\n--- console ---\n{excerpt}")]
     KernelError { headline: String, excerpt: String },

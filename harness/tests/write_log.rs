@@ -137,7 +137,7 @@ fn vm_dm_log_writes_export_of_a_run_replays_to_the_final_image() {
     let size = std::fs::metadata(dir.join("disk.img")).unwrap().len();
     let out = dir.join("from-dmlog.img");
     std::fs::File::create(&out).unwrap().set_len(size).unwrap();
-    writelog::replay_dm_log_writes(&dm, &out, &writelog::ReplayStop::End).unwrap();
+    writelog::replay_dm_log_writes(&dm, &out, &writelog::LogPosition::End).unwrap();
     assert!(
         std::fs::read(dir.join("disk.img")).unwrap() == std::fs::read(&out).unwrap(),
         "the dm-log-writes replay differs from the final image"

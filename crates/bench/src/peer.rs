@@ -138,11 +138,8 @@ pub fn find_qsd(spec: Option<&Path>) -> Result<PathBuf, BenchError> {
             )))
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("qemu-storage-daemon"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| BenchError::QsdMissing("qemu-storage-daemon is not on PATH".into()))
+    host_tools::find_host_tool("qemu-storage-daemon")
+        .ok_or_else(|| BenchError::QsdMissing("not in PATH, /usr/sbin or /sbin".into()))
 }
 
 /// `qemu-storage-daemon --version`, first line.

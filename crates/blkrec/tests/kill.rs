@@ -4,13 +4,8 @@ use blkrec::frontend::{BlkClient, ClientOptions};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::pattern;
 use writelog::{Kind, LogReader};
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (seed as u8).wrapping_add((i / 512) as u8) ^ 0x5a)
-        .collect()
-}
 
 #[test]
 fn sigkill_leaves_a_readable_prefix() {

@@ -11,15 +11,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use testkit::pattern;
 use writelog::{Kind, LogReader, Record};
 
 const IMG_BYTES: usize = 256 << 10;
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (seed as u8).wrapping_mul(31).wrapping_add((i / 512) as u8) ^ 0xa5)
-        .collect()
-}
 
 struct Backend {
     child: Child,
@@ -78,7 +73,7 @@ fn replayed(log: &Path) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("replay.img");
     std::fs::write(&img, vec![0u8; IMG_BYTES]).unwrap();
-    writelog::replay(log, &img, &writelog::ReplayStop::End).unwrap();
+    writelog::replay(log, &img, &writelog::LogPosition::End).unwrap();
     std::fs::read(&img).unwrap()
 }
 

@@ -170,11 +170,7 @@ fn input() -> impl Strategy<Value = Input> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(testkit::proptest_config(256))]
 
     /// Status bytes, used lengths, the image against a shadow model, the log's records
     /// against the OK requests, and replay of the log onto the original image.

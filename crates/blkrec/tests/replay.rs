@@ -3,7 +3,7 @@
 
 use blkrec::frontend::{BlkClient, BlkOp, ClientOptions};
 use blkrec::{Config, Server};
-use writelog::{export_dm_log_writes, replay, replay_dm_log_writes, ReplayStop};
+use writelog::{export_dm_log_writes, replay, replay_dm_log_writes, LogPosition};
 
 #[test]
 fn export_and_replay_rebuild_the_final_image() {
@@ -83,7 +83,7 @@ fn export_and_replay_rebuild_the_final_image() {
 
     let a = dir.path().join("a.img");
     std::fs::write(&a, &initial).unwrap();
-    replay(&cfg.log, &a, &ReplayStop::End).unwrap();
+    replay(&cfg.log, &a, &LogPosition::End).unwrap();
     assert!(
         std::fs::read(&a).unwrap() == final_img,
         "own-log replay differs"
@@ -94,7 +94,7 @@ fn export_and_replay_rebuild_the_final_image() {
     assert!(ex.entries >= 300);
     let b = dir.path().join("b.img");
     std::fs::write(&b, &initial).unwrap();
-    replay_dm_log_writes(&dm, &b, &ReplayStop::End).unwrap();
+    replay_dm_log_writes(&dm, &b, &LogPosition::End).unwrap();
     assert!(
         std::fs::read(&b).unwrap() == final_img,
         "dm-log-writes replay differs"

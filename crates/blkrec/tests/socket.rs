@@ -3,21 +3,10 @@
 use blkrec::frontend::{BlkClient, BlkOp, ClientOptions};
 use blkrec::{Config, Server};
 use std::path::Path;
+use testkit::pattern;
 use writelog::{Kind, LogReader};
 
 const OK: u8 = 0;
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn setup(dir: &Path, num_queues: u16) -> Config {
     let img = dir.join("disk.img");

@@ -6,6 +6,7 @@ use common::*;
 use ext4_reader::{Error, Ext4Image};
 use std::fs;
 use std::path::PathBuf;
+use testkit::{debugfs, mkfs, INDIRECT_OPTS};
 
 fn small_image(opts: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -39,11 +39,7 @@ fn input() -> impl Strategy<Value = Ext4Input> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(testkit::proptest_config(256))]
 
     /// Anything may fail, nothing may panic or hang; what succeeds keeps its invariants.
     #[test]

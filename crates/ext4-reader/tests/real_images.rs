@@ -7,6 +7,7 @@ use ext4_reader::{BlockRead, Error, Ext4Image, MapKind};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
+use testkit::{debugfs, e2fsprogs_tool, mkfs, INDIRECT_OPTS};
 
 /// Files staged in every image: (path, seed, blocks, which are written).
 type Pred = fn(u64) -> bool;
@@ -149,7 +150,7 @@ fn extent_image_matches_debugfs() {
 fn htree_directory_reads_linearly() {
     let (_d, img) = build(&[]);
     // e2fsck -D rebuilds directories as hashed (htree) ones.
-    let out = std::process::Command::new(tool("e2fsck"))
+    let out = std::process::Command::new(e2fsprogs_tool("e2fsck"))
         .args(["-fyD"])
         .arg(&img)
         .output()

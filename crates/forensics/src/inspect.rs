@@ -6,53 +6,9 @@ use std::path::Path;
 
 use ext4_reader::{Ext4Image, Extent, MapKind};
 use serde::{Deserialize, Serialize};
-use writelog::{LogReader, ReplayStop};
+use writelog::{LogPosition, LogReader};
 
 use crate::{Error, Result};
-
-/// Where to look.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum At {
-    /// The whole log replayed.
-    End,
-    /// Up to and including the first mark with this name.
-    Mark(String),
-    /// Records with seq <= N.
-    Seq(u64),
-    /// Up to and including the N-th flush (from 1).
-    Flush(u64),
-}
-
-/// Parses `end`, `mark:NAME`, `seq:N` or `flush:N`.
-pub fn parse_at(s: &str) -> Result<At> {
-    let num = |v: &str| v.parse::<u64>().map_err(|_| Error::BadAt(s.to_string()));
-    match s.split_once(':') {
-        None if s == "end" => Ok(At::End),
-        Some(("mark", v)) if !v.is_empty() => Ok(At::Mark(v.to_string())),
-        Some(("seq", v)) => Ok(At::Seq(num(v)?)),
-        Some(("flush", v)) => Ok(At::Flush(num(v)?)),
-        _ => Err(Error::BadAt(s.to_string())),
-    }
-}
-
-impl At {
-    fn stop(&self) -> ReplayStop {
-        match self {
-            At::End => ReplayStop::End,
-            At::Mark(m) => ReplayStop::Mark(m.clone()),
-            At::Seq(n) => ReplayStop::Seq(*n),
-            At::Flush(n) => ReplayStop::Flush(*n),
-        }
-    }
-    fn label(&self) -> String {
-        match self {
-            At::End => "end".into(),
-            At::Mark(m) => format!("mark:{m}"),
-            At::Seq(n) => format!("seq:{n}"),
-            At::Flush(n) => format!("flush:{n}"),
-        }
-    }
-}
 
 /// A file's mapping at one point.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +61,7 @@ fn mapping_of(img_path: &Path, file: &str, point: String) -> Result<Mapping> {
 /// The mapping of `file` (a path relative to the file system root, e.g. `r0/f1`) in the run
 /// directory `dir`: from disk.img when `at` is None, else from an image rebuilt by replaying
 /// writes.log up to `at` (which needs a log recorded with `--log-data`).
-pub fn inspect(dir: &Path, file: &str, at: Option<&At>) -> Result<Mapping> {
+pub fn inspect(dir: &Path, file: &str, at: Option<&LogPosition>) -> Result<Mapping> {
     let final_img = dir.join("disk.img");
     let mut m = match at {
         None => {
@@ -120,7 +76,7 @@ pub fn inspect(dir: &Path, file: &str, at: Option<&At>) -> Result<Mapping> {
             if !rd.header().has_data {
                 return Err(Error::NoLogData {
                     path: log,
-                    at: at.label(),
+                    at: at.to_string(),
                 });
             }
             drop(rd);
@@ -137,14 +93,13 @@ pub fn inspect(dir: &Path, file: &str, at: Option<&At>) -> Result<Mapping> {
                 path: tmp.path().to_path_buf(),
                 source,
             })?;
-            let sum = writelog::replay(&log, tmp.path(), &at.stop())?;
+            let sum = writelog::replay(&log, tmp.path(), at)?;
             recover_journal(tmp.path())?;
             mapping_of(
                 tmp.path(),
                 file,
                 format!(
-                    "{} (replayed {} records, last seq {})",
-                    at.label(),
+                    "{at} (replayed {} records, last seq {})",
                     sum.entries,
                     sum.last_seq.map_or("-".into(), |s| s.to_string())
                 ),

@@ -30,7 +30,7 @@ pub use attribution::{
     attribute, expected_hash, scan_log, Attribution, BlockEvidence, Counts, Evidence, FileCounts,
     LogScan, LogSummary, MarkRef, UnownedBlocks, WriteEvidence, WriteHit, EVIDENCE_SCHEMA,
 };
-pub use inspect::{format_mapping, inspect, parse_at, At, Mapping};
+pub use inspect::{format_mapping, inspect, Mapping};
 /// The JUnit data model `junit.xml` is written with (also reads it back).
 pub use quick_junit;
 pub use rundir::{RunDir, RunIdSource};
@@ -84,9 +84,6 @@ pub enum Error {
     /// The final image is gone.
     #[error("{} is gone (runs that pass delete it unless --keep-image was given); re-run with --keep-image, or pass --at with a log recorded with --log-data", .0.display())]
     NoImage(PathBuf),
-    /// `--at` did not parse.
-    #[error("--at {0:?}: expected end, mark:NAME, seq:N or flush:N")]
-    BadAt(String),
     /// The file is not in the run.
     #[error("{path}: {detail}")]
     NoSuchFile { path: String, detail: String },

@@ -10,16 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn browser() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        for d in std::env::split_paths(&path) {
-            let p = d.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find_map(host_tools::find_host_tool)
 }
 
 /// Runs headless Chromium on `html` and returns the PNG's path.

@@ -1,15 +1,8 @@
 //! `inspect` at a point of a data log: a log rebuilt from two mkfs.ext4 images (empty, then
 //! populated with `-d`), replayed up to each mark, read with the host ext4 reader.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn mkfs() -> Option<PathBuf> {
-    ["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-}
 
 fn make_image(mkfs: &Path, img: &Path, src: Option<&Path>) {
     std::fs::File::create(img)
@@ -31,7 +24,7 @@ fn make_image(mkfs: &Path, img: &Path, src: Option<&Path>) {
 
 #[test]
 fn mapping_at_marks_of_a_data_log() {
-    let Some(mkfs) = mkfs() else {
+    let Some(mkfs) = host_tools::find_host_tool("mkfs.ext4") else {
         assert!(
             std::env::var_os("CI").is_none(),
             "mkfs.ext4 missing: run ci/install-deps.sh"
@@ -74,7 +67,7 @@ fn mapping_at_marks_of_a_data_log() {
     log.finish().unwrap();
     std::fs::copy(&b, run.join("disk.img")).unwrap();
 
-    let at = |s: &str| forensics::parse_at(s).unwrap();
+    let at = |s: &str| s.parse::<writelog::LogPosition>().unwrap();
     let e = forensics::inspect(&run, "r0/f1", Some(&at("mark:empty"))).unwrap_err();
     assert!(e.to_string().contains("r0/f1"), "{e}");
     let m = forensics::inspect(&run, "r0/f1", Some(&at("mark:populated"))).unwrap();

@@ -284,10 +284,8 @@ pub fn depmod(modroot: &Path, release: &str) -> Result<()> {
     crate::create_dir(&lm)?;
     let abs = std::fs::canonicalize(modroot).map_err(|e| Error::io("resolving", modroot, e))?;
     std::os::unix::fs::symlink(&abs, lm.join(release)).map_err(|e| Error::io("linking", &lm, e))?;
-    let depmod = ["/sbin/depmod", "/usr/sbin/depmod"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("depmod");
+    // Not found: running plain `depmod` fails with run_tool's "install kmod" message.
+    let depmod = host_tools::find_host_tool("depmod").unwrap_or_else(|| "depmod".into());
     let r = run_tool(
         Command::new(depmod).arg("-b").arg(&base).arg(release),
         "depmod",

@@ -714,7 +714,9 @@ fn stock_vermagic(
 /// `modinfo -F vermagic`, trimmed (e.g. "6.1.0-56-amd64 SMP preempt mod_unload modversions").
 /// Reads .ko and compressed .ko.xz alike.
 pub fn module_vermagic(module: &Path) -> Result<String, BuildError> {
-    let mut c = Command::new("modinfo");
+    // modinfo lives in /usr/sbin, often not in a user's PATH (preflight looks there too).
+    let modinfo = host_tools::find_host_tool("modinfo").unwrap_or_else(|| "modinfo".into());
+    let mut c = Command::new(modinfo);
     c.args(["-F", "vermagic"]).arg(module);
     let (st, out) = capture(&mut c)?;
     let v = out.trim().to_string();

@@ -24,25 +24,12 @@ pub(crate) const TOOLS: &[(&str, &str)] = &[
     ("pahole", "pahole"),
 ];
 
-/// Whether `tool` is an executable file in $PATH.
-pub(crate) fn in_path(tool: &str) -> bool {
-    let Some(path) = std::env::var_os("PATH") else {
-        return false;
-    };
-    std::env::split_paths(&path).any(|dir| {
-        let p = dir.join(tool);
-        std::fs::metadata(&p).is_ok_and(|m| {
-            m.is_file() && {
-                use std::os::unix::fs::PermissionsExt;
-                m.permissions().mode() & 0o111 != 0
-            }
-        })
-    })
-}
-
 /// Fails with the list of missing tools and the apt-get line that installs them.
 pub(crate) fn preflight() -> Result<(), BuildError> {
-    let missing: Vec<_> = TOOLS.iter().filter(|(t, _)| !in_path(t)).collect();
+    let missing: Vec<_> = TOOLS
+        .iter()
+        .filter(|(t, _)| host_tools::find_host_tool(t).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }

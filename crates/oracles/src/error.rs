@@ -13,7 +13,7 @@ pub enum OracleError {
     )]
     BlockSize(u32),
     #[error(
-        "e2fsck not found in PATH, /sbin or /usr/sbin; install the Debian package e2fsprogs \
+        "e2fsck not found in PATH, /usr/sbin or /sbin; install the Debian package e2fsprogs \
          (apt-get install e2fsprogs)"
     )]
     E2fsckMissing,

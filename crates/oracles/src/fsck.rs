@@ -232,16 +232,9 @@ impl E2fsckReport {
     }
 }
 
-/// Finds e2fsck in PATH, /sbin or /usr/sbin.
+/// Finds e2fsck in PATH, /usr/sbin or /sbin.
 pub fn find_e2fsck() -> Result<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/sbin", "/usr/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("e2fsck"))
-        .find(|p| p.is_file())
-        .ok_or(OracleError::E2fsckMissing)
+    host_tools::find_host_tool("e2fsck").ok_or(OracleError::E2fsckMissing)
 }
 
 /// Runs `e2fsck -fn IMAGE` (forced, read-only: the image is not modified) in the C locale and

@@ -8,6 +8,7 @@ use common::*;
 use e4race_protocol::BlockTag;
 use ext4_reader::Ext4Image;
 use oracles::{check_content, run_e2fsck, FileProblemKind, Found, FsckFinding, LostBlock, Sign};
+use testkit::{debugfs, e2fsprogs_tool, INDIRECT_OPTS};
 
 fn content(
     img: &std::path::Path,
@@ -40,7 +41,7 @@ fn intact_image_is_clean(opts: &[&str]) {
 
 fn punched_block_is_the_only_loss(opts: &[&str]) {
     let (_d, img, rounds) = build(opts, &standard_specs());
-    debugfs(&img, "punch /r0/f0 5 5");
+    debugfs(&img, true, "punch /r0/f0 5 5");
     let r = content(&img, &rounds);
     let ino = Ext4Image::open(&img).unwrap().lookup("r0/f0").unwrap();
     assert_eq!(
@@ -132,7 +133,7 @@ fn zeroed_indirect_pointer_is_hole_and_leak() {
     let ino = image.lookup("r0/f0").unwrap();
     let pblk = image.file_map(ino).unwrap().lookup(3).unwrap().0;
     drop(image);
-    debugfs(&img, "sif /r0/f0 block[3] 0");
+    debugfs(&img, true, "sif /r0/f0 block[3] 0");
     let r = content(&img, &rounds);
     assert_eq!(r.lost.len(), 1, "{:?}", r.lost);
     assert_eq!((r.lost[0].lblk, &r.lost[0].found), (3, &Found::Hole));
@@ -159,7 +160,7 @@ fn zeroed_indirect_pointer_is_hole_and_leak() {
 #[test]
 fn missing_file_is_a_file_problem() {
     let (_d, img, rounds) = build(&[], &standard_specs());
-    debugfs(&img, "rm /r1/f0");
+    debugfs(&img, true, "rm /r1/f0");
     let r = content(&img, &rounds);
     assert!(r.lost.is_empty());
     assert_eq!(r.file_problems.len(), 1);
@@ -173,7 +174,7 @@ fn missing_file_is_a_file_problem() {
 #[test]
 fn corrupt_extent_tree_is_unreadable_not_error() {
     let (_d, img, rounds) = build(&[], &standard_specs());
-    debugfs(&img, "sif /r0/f1 block[0] 0x00041234");
+    debugfs(&img, true, "sif /r0/f1 block[0] 0x00041234");
     let r = content(&img, &rounds);
     assert_eq!(r.file_problems.len(), 1, "{r:?}");
     assert_eq!(r.file_problems[0].kind, FileProblemKind::Unreadable);
@@ -209,7 +210,7 @@ fn stale_generation_is_reported_as_stale() {
 fn wrong_block_size_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
-    let out = std::process::Command::new(tool("mkfs.ext4"))
+    let out = std::process::Command::new(e2fsprogs_tool("mkfs.ext4"))
         .args(["-q", "-F", "-b", "1024"])
         .arg(&img)
         .arg("8M")

@@ -187,6 +187,7 @@ fn invalid_extent() {
 #[test]
 fn live_e2fsck_on_corrupted_images() {
     use common::*;
+    use testkit::debugfs;
     let (_d, img, _) = build(&[], &standard_specs());
     assert!(run_e2fsck(&img).unwrap().clean);
     let image = ext4_reader::Ext4Image::open(&img).unwrap();
@@ -197,9 +198,9 @@ fn live_e2fsck_on_corrupted_images() {
         .collect();
     drop(image);
     // Two allocated-but-unowned blocks (the lost-block signature) and a cleared inode.
-    debugfs(&img, &format!("setb {}", free[0]));
-    debugfs(&img, &format!("setb {}", free[1]));
-    debugfs(&img, "clri /r1/f1");
+    debugfs(&img, true, &format!("setb {}", free[0]));
+    debugfs(&img, true, &format!("setb {}", free[1]));
+    debugfs(&img, true, "clri /r1/f1");
     let r = run_e2fsck(&img).unwrap();
     assert_eq!(r.exit_code, 4);
     assert!(!r.clean);

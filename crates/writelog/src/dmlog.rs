@@ -16,6 +16,7 @@
 //! of zeros (what QEMU's blklogwrites does, and byte-exact on any replay target);
 //! DISCARD → DISCARD entry; FLUSH → FLUSH entry; MARK → MARK entry.
 
+use crate::position::{Approach, LogPosition};
 use crate::reader::LogReader;
 use crate::record::{self, Kind};
 use crate::Error;
@@ -42,21 +43,6 @@ pub const DM_METADATA: u64 = 16;
 /// Sector size used for exports: our records address 512-byte sectors.
 const EXPORT_SECTOR: u64 = 512;
 const ENTRY_HDR: usize = 32;
-
-/// Where a replay stops (inclusive).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplayStop {
-    /// Apply everything.
-    End,
-    /// Apply the first `n` entries/records (dm-log-writes `replay-log --limit n`).
-    Entries(u64),
-    /// Apply records with `seq <= s` (our log only).
-    Seq(u64),
-    /// Apply up to and including the first mark with this name (`--end-mark`).
-    Mark(String),
-    /// Apply up to and including the n-th flush, counted from 1.
-    Flush(u64),
-}
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -284,11 +270,11 @@ fn open_image(image: &Path) -> Result<File, Error> {
 pub fn replay_dm_log_writes(
     log_path: impl AsRef<Path>,
     image: impl AsRef<Path>,
-    stop: &ReplayStop,
+    stop: &LogPosition,
 ) -> Result<ReplaySummary, Error> {
     let log_path = log_path.as_ref();
     let image = image.as_ref();
-    if matches!(stop, ReplayStop::Seq(_)) {
+    if matches!(stop, LogPosition::Seq(_)) {
         return Err(Error::Unsupported(
             "dm-log-writes files have no seq numbers: stop at an entry count, mark or flush",
         ));
@@ -320,16 +306,12 @@ pub fn replay_dm_log_writes(
     let wr = |e| Error::io(image, "write the replay target", e);
 
     let mut sum = ReplaySummary::default();
-    let mut flushes = 0u64;
+    let mut approach = Approach::new(stop);
     let mut entry = vec![0u8; ss as usize];
     let mut data = Vec::new();
-    let mut reached = matches!(stop, ReplayStop::End);
     for _ in 0..nr_entries {
-        if let ReplayStop::Entries(n) = stop {
-            if sum.entries >= *n {
-                reached = true;
-                break;
-            }
+        if approach.stops_before(None) {
+            break;
         }
         r.read_exact(&mut entry).map_err(rd)?;
         let sector = record::u64_at(&entry, 0);
@@ -367,33 +349,20 @@ pub fn replay_dm_log_writes(
             }
             sum.writes += 1;
         }
-        if flags & DM_FLUSH != 0 {
-            flushes += 1;
-            if *stop == ReplayStop::Flush(flushes) {
-                reached = true;
-                break;
-            }
-        }
-        if flags & DM_MARK != 0 {
+        let mark = if flags & DM_MARK != 0 {
             let l = usize::try_from(data_len)
                 .ok()
                 .filter(|l| ENTRY_HDR + l <= entry.len())
                 .ok_or(Error::DmFormat("mark name longer than the entry sector"))?;
-            let name = &entry[ENTRY_HDR..ENTRY_HDR + l];
-            if let ReplayStop::Mark(m) = stop {
-                if m.as_bytes() == name {
-                    reached = true;
-                    break;
-                }
-            }
+            Some(&entry[ENTRY_HDR..ENTRY_HDR + l])
+        } else {
+            None
+        };
+        if approach.stops_after(None, flags & DM_FLUSH != 0, mark) {
+            break;
         }
     }
-    if let ReplayStop::Entries(n) = stop {
-        reached |= sum.entries >= *n;
-    }
-    if !reached {
-        return Err(Error::StopNotReached(format!("{stop:?}")));
-    }
+    approach.finish()?;
     out.sync_all().map_err(wr)?;
     Ok(sum)
 }
@@ -403,7 +372,7 @@ pub fn replay_dm_log_writes(
 pub fn replay(
     log_path: impl AsRef<Path>,
     image: impl AsRef<Path>,
-    stop: &ReplayStop,
+    stop: &LogPosition,
 ) -> Result<ReplaySummary, Error> {
     let image = image.as_ref();
     let mut reader = LogReader::open(log_path.as_ref())?;
@@ -414,19 +383,10 @@ pub fn replay(
     let out = open_image(image)?;
     let wr = |e| Error::io(image, "write the replay target", e);
     let mut sum = ReplaySummary::default();
-    let mut flushes = 0u64;
-    let mut reached = matches!(stop, ReplayStop::End);
+    let mut approach = Approach::new(stop);
     for rec in reader.by_ref() {
-        match stop {
-            ReplayStop::Entries(n) if sum.entries >= *n => {
-                reached = true;
-                break;
-            }
-            ReplayStop::Seq(s) if rec.as_ref().is_ok_and(|r| r.seq > *s) => {
-                reached = true;
-                break;
-            }
-            _ => {}
+        if approach.stops_before(rec.as_ref().ok().map(|r| r.seq)) {
+            break;
         }
         let rec = rec?;
         sum.entries += 1;
@@ -448,33 +408,14 @@ pub fn replay(
                 zero_range(&out, off, u64::from(rec.len)).map_err(wr)?;
                 sum.zeroed += 1;
             }
-            Kind::Flush => {
-                flushes += 1;
-                if *stop == ReplayStop::Flush(flushes) {
-                    reached = true;
-                    break;
-                }
-            }
-            Kind::Mark => {
-                if let ReplayStop::Mark(m) = stop {
-                    if rec.mark.as_deref() == Some(m.as_str()) {
-                        reached = true;
-                        break;
-                    }
-                }
-            }
+            Kind::Flush | Kind::Mark => {}
         }
-        if *stop == ReplayStop::Seq(rec.seq) {
-            reached = true;
+        let mark = rec.mark.as_deref().map(str::as_bytes);
+        if approach.stops_after(Some(rec.seq), rec.kind == Kind::Flush, mark) {
             break;
         }
     }
-    if let ReplayStop::Entries(n) = stop {
-        reached |= sum.entries >= *n;
-    }
-    if !reached {
-        return Err(Error::StopNotReached(format!("{stop:?}")));
-    }
+    approach.finish()?;
     sum.discarded_bytes = reader.discarded_bytes();
     out.sync_all().map_err(wr)?;
     Ok(sum)

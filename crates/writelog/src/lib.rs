@@ -6,21 +6,21 @@
 //!   whole prefix ([`LogReader::discarded_bytes`] says how much was cut).
 //! * [`stats()`], [`show()`], [`format_record`]: for `e4race log stats|show`.
 //! * [`export_dm_log_writes`]: dm-log-writes v1 (fstests `replay-log`) export.
-//! * [`replay`], [`replay_dm_log_writes`]: rebuild an image up to a seq, mark, flush or
-//!   entry count.
+//! * [`replay`], [`replay_dm_log_writes`]: rebuild an image up to a [`LogPosition`] (a seq,
+//!   mark, flush or entry count; `LogPosition: FromStr` is the one parser of `--to`/`--at`).
 //!
 //! The file format is documented in [`record`].
 
 mod crc;
 pub mod dmlog;
+pub mod position;
 pub mod reader;
 pub mod record;
 pub mod stats;
 pub mod writer;
 
-pub use dmlog::{
-    export_dm_log_writes, replay, replay_dm_log_writes, ExportSummary, ReplayStop, ReplaySummary,
-};
+pub use dmlog::{export_dm_log_writes, replay, replay_dm_log_writes, ExportSummary, ReplaySummary};
+pub use position::{LogPosition, PositionError, POSITION_FORMS};
 pub use reader::LogReader;
 pub use record::{block_hashes, flags, Entry, Kind, LogHeader, Record};
 pub use stats::{format_record, show, stats, Stats};
@@ -126,9 +126,11 @@ pub enum Error {
     /// Malformed dm-log-writes file.
     #[error("malformed dm-log-writes file: {0}")]
     DmFormat(&'static str),
-    /// Replay target not found in the log.
-    #[error("replay stop point {0} is not in the log (check the mark name / count with `e4race log show`)")]
-    StopNotReached(String),
+    /// A replay's stop point is not in the log.
+    #[error(
+        "log position {0} is not in the log: check the mark name or count with `e4race log show`"
+    )]
+    StopNotReached(LogPosition),
 }
 
 impl Error {

@@ -1,9 +1,8 @@
 //! Damage in the middle of a log is corruption; damage at its end is a torn tail.
 
-mod common;
-use common::pattern;
 use std::fs;
 use std::path::Path;
+use testkit::pattern;
 use writelog::{Entry, Error, LogOptions, LogReader, LogWriter, Record};
 
 const N: usize = 100;

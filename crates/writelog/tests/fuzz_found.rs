@@ -1,7 +1,7 @@
 //! Inputs the fuzz targets found (fuzz/artifacts-found/log_reader), kept as regressions.
 
 use writelog::dmlog::{DM_MAGIC, DM_VERSION};
-use writelog::{replay_dm_log_writes, stats, Entry, LogOptions, LogReader, LogWriter, ReplayStop};
+use writelog::{replay_dm_log_writes, stats, Entry, LogOptions, LogPosition, LogReader, LogWriter};
 
 /// A record at the last sectors of the u64 range: its end sector used to overflow in stats().
 #[test]
@@ -34,7 +34,7 @@ fn dm_replay_of_an_entry_longer_than_its_file_fails_cleanly() {
     std::fs::write(&dm, &f).unwrap();
     let img = dir.path().join("img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    let e = replay_dm_log_writes(&dm, &img, &ReplayStop::End).unwrap_err();
+    let e = replay_dm_log_writes(&dm, &img, &LogPosition::End).unwrap_err();
     assert!(e.to_string().contains("read the dm-log-writes file"), "{e}");
 }
 
@@ -50,6 +50,6 @@ fn dm_replay_refuses_an_absurd_sector_size() {
     std::fs::write(&dm, &f).unwrap();
     let img = dir.path().join("img");
     std::fs::write(&img, vec![0u8; 4096]).unwrap();
-    let e = replay_dm_log_writes(&dm, &img, &ReplayStop::End).unwrap_err();
+    let e = replay_dm_log_writes(&dm, &img, &LogPosition::End).unwrap_err();
     assert!(e.to_string().contains("sector size"), "{e}");
 }

@@ -1,14 +1,13 @@
 //! End-to-end tests: write, read back, torn tails, stats, export + replay.
 
-mod common;
-use common::pattern;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use testkit::pattern;
 use writelog::{
     export_dm_log_writes, flags, replay, replay_dm_log_writes, show, stats, Entry, Kind,
-    LogOptions, LogReader, LogWriter, ReplayStop,
+    LogOptions, LogPosition, LogReader, LogWriter,
 };
 
 const IMG: u64 = 1 << 20;
@@ -237,7 +236,7 @@ fn export_and_replays_match_final_image() {
 
     // Our replay, whole log.
     let img = make_image(dir.path(), "ours.img", &initial);
-    let sum = replay(&path, &img, &ReplayStop::End).unwrap();
+    let sum = replay(&path, &img, &LogPosition::End).unwrap();
     assert!(sum.writes == 40 && sum.zeroed == 2, "{sum:?}");
     assert!(fs::read(&img).unwrap() == final_img, "own replay differs");
 
@@ -253,7 +252,7 @@ fn export_and_replays_match_final_image() {
     );
     assert_eq!(u64::from_le_bytes(raw[16..24].try_into().unwrap()), nrecs);
     let img2 = make_image(dir.path(), "dm.img", &initial);
-    replay_dm_log_writes(&dm, &img2, &ReplayStop::End).unwrap();
+    replay_dm_log_writes(&dm, &img2, &LogPosition::End).unwrap();
     assert!(
         fs::read(&img2).unwrap() == final_img,
         "dm-log-writes replay differs"
@@ -292,9 +291,9 @@ fn export_and_replays_match_final_image() {
         .unwrap()
         .0;
     for (stop, upto) in [
-        (ReplayStop::Mark("migrate-start file 3".into()), mark_idx),
-        (ReplayStop::Flush(2), flush2_idx),
-        (ReplayStop::Entries(17), 16),
+        (LogPosition::Mark("migrate-start file 3".into()), mark_idx),
+        (LogPosition::Flush(2), flush2_idx),
+        (LogPosition::Entries(17), 16),
     ] {
         let want = model_upto(&|i| i <= upto);
         let a = make_image(dir.path(), "a.img", &initial);
@@ -305,16 +304,16 @@ fn export_and_replays_match_final_image() {
         assert!(fs::read(&b).unwrap() == want, "dm replay {stop:?}");
     }
     let a = make_image(dir.path(), "a.img", &initial);
-    replay(&path, &a, &ReplayStop::Seq(5)).unwrap();
+    replay(&path, &a, &LogPosition::Seq(5)).unwrap();
     assert!(fs::read(&a).unwrap() == model_upto(&|i| i <= 5));
 
     // Unreachable stops are errors.
-    let err = replay(&path, &a, &ReplayStop::Mark("nope".into()))
+    let err = replay(&path, &a, &LogPosition::Mark("nope".into()))
         .unwrap_err()
         .to_string();
     assert!(err.contains("not in the log"), "{err}");
-    assert!(replay_dm_log_writes(&dm, &a, &ReplayStop::Flush(1000)).is_err());
-    assert!(replay_dm_log_writes(&dm, &a, &ReplayStop::Seq(3)).is_err());
+    assert!(replay_dm_log_writes(&dm, &a, &LogPosition::Flush(1000)).is_err());
+    assert!(replay_dm_log_writes(&dm, &a, &LogPosition::Seq(3)).is_err());
 }
 
 #[test]
@@ -329,7 +328,7 @@ fn export_needs_data() {
         .to_string();
     assert!(err.contains("--log-data"), "{err}");
     let img = make_image(dir.path(), "i.img", &[0u8; 4096]);
-    assert!(replay(&path, &img, &ReplayStop::End).is_err());
+    assert!(replay(&path, &img, &LogPosition::End).is_err());
     // Reading a log that was dropped without finish(): Drop flushed it.
     assert_eq!(LogReader::open(&path).unwrap().read_all().unwrap().len(), 1);
     // Discard replay keeps the image size.

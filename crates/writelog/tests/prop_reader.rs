@@ -68,16 +68,8 @@ fn valid_input() -> impl Strategy<Value = ValidInput> {
         )
 }
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(testkit::proptest_config(256))]
 
     /// A valid log reads back exactly; cut at any byte it reads back as its longest whole
     /// prefix without an error; replays and the dm-log-writes export match the model.
@@ -116,7 +108,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(testkit::proptest_config(64))]
 
     /// Arbitrary bytes as a log and as a dm-log-writes file.
     #[test]

@@ -4,25 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use testkit::{debugfs, e2fsprogs_tool};
+
 pub const BS: u64 = 4096;
-
-/// mkfs options that give indirect-mapped files (docs/facts.md §5).
-pub const INDIRECT_OPTS: &[&str] = &["-O", "^extent,^64bit,^flex_bg,^huge_file,^metadata_csum"];
-
-/// Finds an e2fsprogs tool in PATH or the sbin directories.
-pub fn tool(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/sbin", "/usr/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: install the Debian package e2fsprogs"))
-}
 
 /// The content a staged block gets: every byte derived from (file seed, lblk).
 pub fn block_bytes(seed: u8, lblk: u64) -> Vec<u8> {
@@ -41,33 +28,6 @@ pub fn stage_file(root: &Path, rel: &str, seed: u8, nblocks: u64, written: impl 
         f.write_all(&block_bytes(seed, l)).unwrap();
     }
     f.set_len(nblocks * BS).unwrap();
-}
-
-pub fn mkfs(img: &Path, staging: &Path, opts: &[&str], size: &str) {
-    let out = Command::new(tool("mkfs.ext4"))
-        .args(["-q", "-F", "-b", "4096"])
-        .args(opts)
-        .arg("-d")
-        .arg(staging)
-        .arg(img)
-        .arg(size)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mkfs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-pub fn debugfs(img: &Path, write: bool, cmd: &str) -> String {
-    let mut c = Command::new(tool("debugfs"));
-    if write {
-        c.arg("-w");
-    }
-    let out = c.arg("-R").arg(cmd).arg(img).output().unwrap();
-    assert!(out.status.success(), "debugfs {cmd}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// debugfs `stat`'s BLOCKS/EXTENTS list: lblk → (pblk, unwritten), and the map's metadata
@@ -107,6 +67,9 @@ pub fn debugfs_map(img: &Path, path: &str) -> (BTreeMap<u64, (u64, bool)>, BTree
 }
 
 pub fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(tool(cmd)).args(args).output().unwrap();
+    let out = Command::new(e2fsprogs_tool(cmd))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(out.status.code().is_some(), "{cmd}: {out:?}");
 }

@@ -6,32 +6,11 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use testkit::mkfs;
 
 pub const RUN_ID: u64 = 0xE4_2ACE;
 pub const BS: u64 = TAG_BLOCK_SIZE as u64;
-pub const INDIRECT_OPTS: &[&str] = &["-O", "^extent,^64bit,^flex_bg,^huge_file,^metadata_csum"];
-
-pub fn tool(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/sbin", "/usr/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: install the Debian package e2fsprogs"))
-}
-
-pub fn debugfs(img: &Path, cmd: &str) -> String {
-    let out = Command::new(tool("debugfs"))
-        .args(["-w", "-R", cmd])
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "debugfs {cmd}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// One staged file: `blocks` blocks, `prefilled` written before the race, `holes` filled
 /// during it (here all staged up front), the rest left as holes.
@@ -152,16 +131,7 @@ pub fn build(opts: &[&str], specs: &[Spec]) -> (tempfile::TempDir, PathBuf, Vec<
     let st = dir.path().join("st");
     stage(&st, specs);
     let img = dir.path().join("disk.img");
-    let out = Command::new(tool("mkfs.ext4"))
-        .args(["-q", "-F", "-b", "4096"])
-        .args(opts)
-        .arg("-d")
-        .arg(&st)
-        .arg(&img)
-        .arg("64M")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mkfs: {out:?}");
+    mkfs(&img, &st, opts, "64M");
     (dir, img, records(specs))
 }
 
