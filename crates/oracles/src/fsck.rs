@@ -244,7 +244,8 @@ pub fn run_e2fsck(image: &Path) -> Result<E2fsckReport> {
     // The superblock's mount and write times come from the guest's clock, which may run a
     // little ahead of the host's (seen under TCG): e2fsck's check_super_block() then reports
     // "Superblock last write time is in the future", which says nothing about the file system.
-    // e2fsck.conf(5) `broken_system_clock` skips those time checks and nothing else.
+    // e2fsck.conf(5) `broken_system_clock` skips those time checks and nothing else
+    // (docs/facts.md §8).
     let config = e2fsck_config().map_err(|source| OracleError::Spawn {
         program: program.clone(),
         source,
