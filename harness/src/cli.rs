@@ -1,9 +1,12 @@
 //! The command line.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use e4race_guest_image::KernelSpec;
+
+use crate::config::{self, ConfigError, Ext4Module, ImagePolicy, Output, RunConfig};
 
 use crate::disk::DiskBackend;
 use crate::report::EXIT_CODES_HELP;
@@ -99,7 +102,7 @@ pub enum ScenarioCmd {
         #[command(flatten)]
         common: CommonArgs,
         /// 4 KiB blocks to write.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=(1 << 24)))]
         blocks: u64,
     },
     /// Boot, then crash the kernel on purpose (sysrq c). Checks that a kernel panic ends the run
@@ -153,6 +156,10 @@ pub struct CommonArgs {
     /// Load ext4 rebuilt with this mutant (a folder name under vm-images/mutants).
     #[arg(long, conflicts_with = "ext4_patch")]
     pub mutant: Option<String>,
+    /// Where mutant folders are [default: vm-images/mutants beside or above the executable or
+    /// the current directory].
+    #[arg(long, value_name = "DIR", env = "E4RACE_MUTANTS_DIR")]
+    pub mutants_dir: Option<PathBuf>,
     /// Load ext4 rebuilt with this patch against fs/ext4 applied (`patch -p1` from the source top).
     #[arg(long)]
     pub ext4_patch: Option<PathBuf>,
@@ -169,15 +176,16 @@ pub struct CommonArgs {
     #[arg(long)]
     pub discard_image: bool,
     /// Seconds the guest may take to boot and report ready.
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
     pub boot_timeout: u64,
     /// Seconds any single guest command may take (the whole race counts as one).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    #[arg(long, default_value_t = 2)]
+    /// Guest vCPUs; blkrec serves one queue per vCPU.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 512)]
+    /// Guest memory in MiB (the initramfs and the raced files' page cache live in it).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=65536))]
     pub memory_mib: u32,
     /// Print the JSON report on stdout instead of the summary.
     #[arg(long)]
@@ -187,39 +195,53 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
-impl CommonArgs {
-    pub fn kernel_spec(&self) -> Result<KernelSpec, crate::run::RunError> {
-        Ok(KernelSpec::parse(&self.kernel, self.modules_dir.clone())?)
-    }
+impl TryFrom<CommonArgs> for RunConfig {
+    type Error = ConfigError;
 
-    pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(e4race_guest_image::default_cache_dir)
-    }
-
-    /// The options as they would be typed, for the reproduce command.
-    pub fn to_argv(&self) -> Vec<String> {
-        let mut v = vec!["--kernel".to_string(), self.kernel.clone()];
-        if let Some(m) = &self.modules_dir {
-            v.extend(["--modules-dir".into(), m.display().to_string()]);
-        }
-        if let Some(a) = self.accel {
-            v.extend(["--accel".into(), format!("{a:?}").to_lowercase()]);
-        }
-        v.extend(["--disk-backend".into(), self.disk_backend.as_str().into()]);
-        if self.log_data {
-            v.push("--log-data".into());
-        }
-        if let Some(b) = self.max_log_bytes {
-            v.extend(["--max-log-bytes".into(), b.to_string()]);
-        }
-        if let Some(m) = &self.mutant {
-            v.extend(["--mutant".into(), m.clone()]);
-        }
-        if let Some(p) = &self.ext4_patch {
-            v.extend(["--ext4-patch".into(), p.display().to_string()]);
-        }
-        v
+    /// Checks what can be checked before anything runs: the kernel path, the patch file,
+    /// the mutant and its patch for the series. Ranges are clap's.
+    fn try_from(a: CommonArgs) -> Result<Self, ConfigError> {
+        let kernel = KernelSpec::parse(&a.kernel, a.modules_dir)?;
+        let ext4 = match (a.mutant, a.ext4_patch) {
+            (None, None) => Ext4Module::Stock,
+            (mutant, patch) => {
+                let KernelSpec::Debian { series } = &kernel else {
+                    return Err(ConfigError::RebuildNeedsDebianKernel);
+                };
+                match (mutant, patch) {
+                    (Some(name), _) => config::resolve_mutant(&name, a.mutants_dir, series)?,
+                    (None, Some(p)) if p.is_file() => Ext4Module::Patch(p),
+                    (None, Some(p)) => return Err(ConfigError::NoSuchPatch(p)),
+                    (None, None) => Ext4Module::Stock,
+                }
+            }
+        };
+        Ok(RunConfig {
+            kernel,
+            accel: a.accel,
+            disk_backend: a.disk_backend,
+            log_data: a.log_data,
+            max_log_bytes: a.max_log_bytes,
+            ext4,
+            runs_dir: a.runs_dir,
+            cache_dir_arg: a.cache_dir,
+            image: if a.keep_image {
+                ImagePolicy::Keep
+            } else if a.discard_image {
+                ImagePolicy::Discard
+            } else {
+                ImagePolicy::KeepOnFinding
+            },
+            boot_timeout: Duration::from_secs(a.boot_timeout),
+            command_timeout: Duration::from_secs(a.timeout),
+            cpus: a.cpus,
+            memory_mib: a.memory_mib,
+            output: if a.json {
+                Output::Json
+            } else {
+                Output::Summary
+            },
+            quiet: a.quiet,
+        })
     }
 }

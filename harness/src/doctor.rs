@@ -62,7 +62,7 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
             Err(e) => println!("  apt        --kernel {series}: {e}"),
         }
     }
-    let root = crate::mutants::mutants_root();
+    let root = crate::config::mutants_root(None);
     match mutant::list(&root) {
         Ok(ms) => {
             for m in ms {

@@ -2,6 +2,7 @@
 
 mod accel;
 mod cli;
+mod config;
 mod console;
 mod disk;
 mod evidence;
@@ -64,16 +65,20 @@ fn main() {
 mod doctor;
 
 async fn run_scenario(cmd: ScenarioCmd) -> i32 {
-    let (common, plan) = match scenarios::plan(cmd) {
+    let (config, plan) = match scenarios::plan(cmd) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
-    let progress = run::Progress::new(common.quiet);
-    let report = run::execute(&common, plan, progress).await;
-    if common.json {
+    if let Err(e) = config.check_kernel_exists() {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    let progress = run::Progress::new(config.quiet);
+    let report = run::execute(&config, plan, progress).await;
+    if config.output == config::Output::Json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.summary());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use e4race_guest_image::{self as image, ImageRequest, KernelSpec};
 
 use crate::accel::{self, AccelChoice};
-use crate::cli::CommonArgs;
+use crate::config::RunConfig;
 use crate::disk::TestDisk;
 use crate::report::{Exercise, Finding, Report, Verdict};
 use crate::scenarios::{self, ScenarioPlan};
@@ -180,28 +180,17 @@ fn run_dir_name(plan: &ScenarioPlan, kernel: &KernelSpec) -> String {
 }
 
 /// Runs a scenario and returns its report (already written to the run directory).
-pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress) -> Report {
+pub async fn execute(config: &RunConfig, plan: ScenarioPlan, progress: Progress) -> Report {
     let started = Instant::now();
-    let kernel_spec = common.kernel_spec();
-    let dir_name = kernel_spec
-        .as_ref()
-        .map(|k| run_dir_name(&plan, k))
-        .unwrap_or_else(|_| {
-            format!(
-                "{}-{}",
-                chrono::Local::now().format("%Y-%m-%dT%H-%M-%S%.3f"),
-                plan.name
-            )
-        });
-    let dir = common.runs_dir.join(dir_name);
+    let dir = config.runs_dir.join(run_dir_name(&plan, &config.kernel));
     let mut report = Report {
-        disk_backend: common.disk_backend.as_str().into(),
+        disk_backend: config.disk_backend.as_str().into(),
         mutant: plan.mutant.clone(),
         seed: plan.seed,
         run_id: plan.run_id,
         params: plan.params.clone(),
         started_at: chrono::Local::now().to_rfc3339(),
-        ..Report::new(&plan.name, &common.kernel, &dir, &plan.reproduce)
+        ..Report::new(&plan.name, &config.kernel_arg(), &dir, &plan.reproduce)
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
         report.error = Some(format!("creating the run directory {}: {e}", dir.display()));
@@ -220,10 +209,7 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
         format!("#!/bin/sh\nexec {}\n", plan.reproduce),
     );
     progress.step(&format!("run directory {}", dir.display()));
-    let result = async {
-        let kernel_spec = kernel_spec?;
-        execute_inner(common, &plan, kernel_spec, &dir, &progress, &mut report).await
-    };
+    let result = execute_inner(config, &plan, &dir, &progress, &mut report);
     // Ctrl-C drops the run future: QEMU and the disk backend are killed by their handles.
     let result = tokio::select! {
         r = result => r,
@@ -245,7 +231,7 @@ pub async fn execute(common: &CommonArgs, plan: ScenarioPlan, progress: Progress
         }
     }
     report.duration_s = started.elapsed().as_secs_f64();
-    finish_artifacts(common, &dir, &report);
+    finish_artifacts(config, &dir, &report);
     report
 }
 
@@ -265,7 +251,7 @@ fn reserve_report_space(dir: &Path) {
     }
 }
 
-fn finish_artifacts(common: &CommonArgs, dir: &Path, report: &Report) {
+fn finish_artifacts(config: &RunConfig, dir: &Path, report: &Report) {
     let _ = std::fs::remove_file(dir.join(REPORT_RESERVE));
     if let Err(e) = report.write(&dir.join("report.json")) {
         eprintln!("warning: {e}");
@@ -274,15 +260,14 @@ fn finish_artifacts(common: &CommonArgs, dir: &Path, report: &Report) {
     // report.html, junit.xml, evidence.json: before the image goes; failures are warnings.
     crate::evidence::write_artifacts(dir);
     // The image is the main evidence of a finding; a passing run's image is only kept on request.
-    if common.discard_image || (report.verdict == Verdict::Pass && !common.keep_image) {
+    if !config.image.keeps_image(report.verdict == Verdict::Pass) {
         let _ = std::fs::remove_file(dir.join("disk.img"));
     }
 }
 
 async fn execute_inner(
-    common: &CommonArgs,
+    config: &RunConfig,
     plan: &ScenarioPlan,
-    kernel_spec: KernelSpec,
     dir: &Path,
     progress: &Progress,
     report: &mut Report,
@@ -308,11 +293,11 @@ async fn execute_inner(
         sockets.path().display()
     ));
     let qemu = vm::find_qemu()?;
-    let cache = common.cache_dir();
+    let cache = config.cache_dir();
     let ext4_module =
-        crate::mutants::ext4_module_for(common, &kernel_spec, &cache, progress).await?;
+        crate::mutants::ext4_module_for(&config.ext4, &config.kernel, &cache, progress).await?;
     let req = ImageRequest {
-        kernel: kernel_spec,
+        kernel: config.kernel.clone(),
         agent: agent_binary()?,
         ext4_module,
         cache_dir: cache.clone(),
@@ -332,7 +317,7 @@ async fn execute_inner(
         if img.cached { " (cached)" } else { "" }
     ));
     let AccelChoice { accel, reason } = accel::choose(
-        common.accel,
+        config.accel,
         &qemu,
         &img.kernel.image,
         &img.initramfs,
@@ -342,7 +327,7 @@ async fn execute_inner(
     )
     .await;
     keep_probe_logs(sockets.path(), dir);
-    report.accel = format!("{accel:?}").to_lowercase();
+    report.accel = accel.as_str().into();
     report.accel_reason = reason.clone();
     progress.step(&format!("accelerator {}: {reason}", report.accel));
 
@@ -350,10 +335,11 @@ async fn execute_inner(
         dir,
         blkrec_socket,
         plan.disk_mib,
-        common.disk_backend,
-        plan.log_data || common.log_data,
-        common.max_log_bytes,
-        common.cpus as u16,
+        config.disk_backend,
+        plan.log_data || config.log_data,
+        config.max_log_bytes,
+        // One queue per vCPU; --cpus is at most 64 (cli.rs).
+        u16::try_from(config.cpus).unwrap_or(u16::MAX),
     )?;
     // A boot that oopses before our agent runs is retried once under TCG: multi-threaded
     // TCG occasionally trips the kernel's int3-based text patching during early boot
@@ -366,8 +352,8 @@ async fn execute_inner(
         let cfg = VmConfig {
             qemu: qemu.clone(),
             accel,
-            cpus: common.cpus,
-            memory_mib: common.memory_mib,
+            cpus: config.cpus,
+            memory_mib: config.memory_mib,
             kernel: img.kernel.image.clone(),
             initrd: img.initramfs.clone(),
             extra_append: vec![],
@@ -379,7 +365,7 @@ async fn execute_inner(
             "booting {} under {}",
             img.kernel.release, report.accel
         ));
-        match Vm::start(&cfg, dir, Duration::from_secs(common.boot_timeout)).await {
+        match Vm::start(&cfg, dir, config.boot_timeout).await {
             Ok(vm) => break vm,
             Err(VmError::KernelError { headline, .. })
                 if attempt == 1 && accel == vm::Accel::Tcg =>
@@ -411,7 +397,7 @@ async fn execute_inner(
         dir: dir.to_path_buf(),
         progress: progress.clone(),
         disk,
-        command_timeout: Duration::from_secs(common.timeout),
+        command_timeout: config.command_timeout,
     };
     let ctx_ref = &mut ctx;
     let outcome = match scenarios::drive(plan, vm, ctx_ref).await {
@@ -453,13 +439,14 @@ mod tests {
         else {
             panic!("not a run command");
         };
-        let (common, plan) = scenarios::plan(scenario).unwrap();
-        (plan, common.kernel_spec().unwrap())
+        let (config, plan) = scenarios::plan(scenario).unwrap();
+        (plan, config.kernel)
     }
 
-    /// `/` + enough 40-character folders to make a path of exactly `len` bytes ending in `file`.
-    fn long_path(len: usize, folder: char, file: &str) -> String {
-        let mut p = String::new();
+    /// `base` + enough 40-character folders to make a path of exactly `len` bytes ending in
+    /// `file`, created (the config refuses a patch that does not exist).
+    fn long_path(base: &Path, len: usize, folder: char, file: &str) -> String {
+        let mut p = base.display().to_string();
         while p.len() + 41 + 1 + file.len() <= len {
             p.push('/');
             p.extend(std::iter::repeat_n(folder, 40));
@@ -467,16 +454,19 @@ mod tests {
         let pad = len - p.len() - 1 - file.len() - 1;
         p.push('/');
         p.extend(std::iter::repeat_n('x', pad));
+        std::fs::create_dir_all(&p).unwrap();
         p.push('/');
         p.push_str(file);
+        std::fs::write(&p, "--- a/fs/ext4/inode.c\n").unwrap();
         assert_eq!(p.len(), len);
         p
     }
 
     #[test]
     fn a_long_patch_path_gives_a_short_distinct_run_dir_name() {
-        let a = long_path(200, 'a', "fix.patch");
-        let b = long_path(200, 'b', "fix.patch");
+        let base = tempfile::tempdir().unwrap();
+        let a = long_path(base.path(), 200, 'a', "fix.patch");
+        let b = long_path(base.path(), 200, 'b', "fix.patch");
         let (pa, k) = plan_for(&["--ext4-patch", &a]);
         let (pb, _) = plan_for(&["--ext4-patch", &b]);
         assert_eq!(pa.mutant.as_deref(), Some(format!("patch:{a}").as_str()));

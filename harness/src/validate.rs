@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Serialize;
 
-use crate::cli::CommonArgs;
+use crate::config::RunConfig;
 use crate::report::Verdict;
 use crate::run::{self, Progress};
 use crate::scenarios;
@@ -29,6 +29,10 @@ pub struct ValidateArgs {
     /// Where the run directories and the table go.
     #[arg(long, default_value = "runs/validate")]
     pub runs_dir: PathBuf,
+    /// Where mutant folders are [default: vm-images/mutants beside or above the executable or
+    /// the current directory].
+    #[arg(long, value_name = "DIR", env = "E4RACE_MUTANTS_DIR")]
+    pub mutants_dir: Option<PathBuf>,
     /// Extra options passed to every `e4race run SCENARIO` (e.g. "--accel tcg").
     #[arg(long, allow_hyphen_values = true)]
     pub run_args: Option<String>,
@@ -62,7 +66,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 pub async fn validate(args: ValidateArgs) -> i32 {
-    let root = crate::mutants::mutants_root();
+    let root = crate::config::mutants_root(args.mutants_dir.as_deref());
     let all = mutant::list(&root).unwrap_or_default();
     let mut cells = Vec::new();
     let progress = Progress::new(false);
@@ -117,6 +121,7 @@ pub async fn validate(args: ValidateArgs) -> i32 {
                 argv.extend(["--runs-dir".into(), args.runs_dir.display().to_string()]);
                 if let Some(m) = &variant {
                     argv.extend(["--mutant".into(), m.clone()]);
+                    argv.extend(["--mutants-dir".into(), root.display().to_string()]);
                 }
                 if let Some(extra) = &args.run_args {
                     argv.extend(extra.split_whitespace().map(str::to_string));
@@ -131,14 +136,14 @@ pub async fn validate(args: ValidateArgs) -> i32 {
                 let crate::cli::Cmd::Run { scenario: sc } = cli.command else {
                     return 2;
                 };
-                let (common, plan): (CommonArgs, _) = match scenarios::plan(sc) {
+                let (config, plan): (RunConfig, _) = match scenarios::plan(sc) {
                     Ok(v) => v,
                     Err(e) => {
                         eprintln!("error: {e}");
                         return 2;
                     }
                 };
-                let r = run::execute(&common, plan, Progress::new(true)).await;
+                let r = run::execute(&config, plan, Progress::new(true)).await;
                 cell.runs += 1;
                 let lost = r
                     .exercise

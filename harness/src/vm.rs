@@ -26,6 +26,16 @@ pub enum Accel {
     Tcg,
 }
 
+impl Accel {
+    /// The name `--accel` takes and the report uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
 /// How the test disk reaches the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskAttachment {

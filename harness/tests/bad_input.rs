@@ -3,22 +3,42 @@
 mod common;
 use common::*;
 
+/// Usage errors found before anything runs: exit 2, the reason on stderr, no run directory.
+fn usage_error(args: &[&str]) -> String {
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(args, runs.path());
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+    assert_eq!(
+        std::fs::read_dir(runs.path()).unwrap().count(),
+        0,
+        "{args:?}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 #[test]
 fn unknown_kernel_lists_the_available_ones() {
-    let runs = tempfile::tempdir().unwrap();
-    let o = e4race(
-        &["run", "smoke", "--kernel", "/no/such/bzImage"],
-        runs.path(),
+    let err = usage_error(&["run", "smoke", "--kernel", "/no/such/bzImage"]);
+    assert!(err.contains("unknown kernel '/no/such/bzImage'"), "{err}");
+    assert!(err.contains("6.1") && err.contains("6.12"), "{err}");
+    // A series apt has no package for is refused too, before any download.
+    let err = usage_error(&["run", "smoke", "--kernel", "9.9"]);
+    assert!(err.contains("9.9") && err.contains("6.12"), "{err}");
+}
+
+#[test]
+fn unknown_mutant_and_missing_patch_are_usage_errors() {
+    let err = usage_error(&["run", "migrate-mmap", "--mutant", "no-such-mutant"]);
+    assert!(
+        err.contains("no-such-mutant") && err.contains("migrate-flag-clear"),
+        "{err}"
     );
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("unknown kernel '/no/such/bzImage'"), "{out}");
-    assert!(out.contains("6.1") && out.contains("6.12"), "{out}");
-    assert!(!out.contains("panicked"), "{out}");
-    assert_eq!(
-        report(&run_dir(runs.path())).verdict,
-        e4race_report::Verdict::InfraError
-    );
+    let err = usage_error(&["run", "migrate-mmap", "--ext4-patch", "/no/such/fix.patch"]);
+    assert!(err.contains("/no/such/fix.patch"), "{err}");
+    let err = usage_error(&["run", "smoke", "--cpus", "0"]);
+    assert!(err.contains("--cpus"), "{err}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Long paths (--runs-dir, --ext4-patch, TMPDIR) never overflow a unix socket's sun_path, and
-//! run directory names stay short. No guest boots here: the runs stop at the missing patch.
+//! run directory names stay short. No guest boots here: the runs stop, after the sockets are
+//! made, at QEMU missing from an empty PATH.
 
 mod common;
 use common::*;
@@ -16,6 +17,12 @@ fn deep_dir(root: &Path, len: usize, folder: char) -> PathBuf {
     }
     std::fs::create_dir_all(&p).unwrap();
     p
+}
+
+/// A patch file (its content does not matter: these runs stop before it is applied).
+fn write_patch(p: &Path) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, "--- a/fs/ext4/inode.c\n+++ b/fs/ext4/inode.c\n").unwrap();
 }
 
 /// The socket paths a run recorded in its sockets.txt.
@@ -39,7 +46,7 @@ fn recorded_sockets(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
 fn long_runs_dir_and_patch_path_do_not_reach_the_sockets() {
     let root = tempfile::tempdir().unwrap();
     let runs = deep_dir(&root.path().join("runs"), 210, 'r');
-    // A 200-character patch path (the file does not exist: the run stops before any boot).
+    // A 200-character patch path.
     let mut patch = deep_dir(&root.path().join("patches"), 150, 'p')
         .to_string_lossy()
         .into_owned();
@@ -47,14 +54,20 @@ fn long_runs_dir_and_patch_path_do_not_reach_the_sockets() {
     patch.push_str(&"q".repeat(200 - patch.len() - "/fix.patch".len()));
     patch.push_str("/fix.patch");
     assert_eq!(patch.len(), 200);
+    write_patch(Path::new(&patch));
+    let no_qemu = tempfile::tempdir().unwrap();
     let o = e4race_env(
         &["run", "smoke", "--ext4-patch", &patch],
         &runs,
-        &[("XDG_RUNTIME_DIR", ""), ("TMPDIR", "/tmp")],
+        &[
+            ("XDG_RUNTIME_DIR", ""),
+            ("TMPDIR", "/tmp"),
+            ("PATH", no_qemu.path().to_str().unwrap()),
+        ],
     );
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("no such file"), "{}", text(&o));
+    assert!(out.contains("qemu-system-x86"), "{}", text(&o));
     assert!(
         !out.contains("SUN_LEN") && !out.contains("shorter than"),
         "{out}"
@@ -100,9 +113,12 @@ fn two_long_patch_paths_get_two_run_directories() {
     let mut names = vec![];
     for folder in ['a', 'b'] {
         let p = deep_dir(&root.path().join(folder.to_string()), 190, folder).join("fix.patch");
-        let o = e4race(
+        write_patch(&p);
+        let no_qemu = tempfile::tempdir().unwrap();
+        let o = e4race_env(
             &["run", "smoke", "--ext4-patch", p.to_str().unwrap()],
             &runs,
+            &[("PATH", no_qemu.path().to_str().unwrap())],
         );
         assert_eq!(o.status.code(), Some(4), "{}", text(&o));
         let dir = run_dir(&runs);
@@ -119,7 +135,7 @@ fn a_too_long_tmpdir_says_to_shorten_it() {
     let runs = root.path().join("runs");
     let tmp = deep_dir(&root.path().join("tmp"), 120, 't');
     let o = e4race_env(
-        &["run", "smoke", "--ext4-patch", "/no/such/fix.patch"],
+        &["run", "smoke"],
         &runs,
         &[("XDG_RUNTIME_DIR", ""), ("TMPDIR", tmp.to_str().unwrap())],
     );

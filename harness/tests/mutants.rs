@@ -56,15 +56,6 @@ fn vm_mutant_migrate_flag_clear_loses_blocks_and_is_detected() {
     );
 }
 
-#[test]
-fn unknown_mutant_lists_the_known_ones() {
-    let runs = tempfile::tempdir().unwrap();
-    let o = e4race(&["run", "smoke", "--mutant", "no-such-mutant"], runs.path());
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("migrate-flag-clear"), "{out}");
-}
-
 /// The defrag family: ext4 with move_extent_per_page()'s unwritten re-check removed
 /// (vm-images/mutants/move-unwritten-recheck). defrag-mmap preallocates half of the holes,
 /// aims the writers at the range being moved and keeps writeback running, so a store into

@@ -22,7 +22,7 @@ pub struct DefragMmapArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub files: u32,
     /// Size of each file in MiB (built fragmented: 32 KiB chunks interleaved with a filler file).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub size_mib: u64,
     /// Blocks (4 KiB) per EXT4_IOC_MOVE_EXT call.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
@@ -71,11 +71,11 @@ impl DefragMmapArgs {
             dir: MOUNT_POINT.into(),
             run_id,
             seed,
-            files: self.files.max(1),
-            file_blocks: (self.size_mib.max(1) << 20) / 4096,
-            move_blocks: self.move_blocks.max(1),
-            writers: self.writers.max(1),
-            rounds: self.rounds.max(1),
+            files: self.files,
+            file_blocks: (self.size_mib << 20) / 4096,
+            move_blocks: self.move_blocks,
+            writers: self.writers,
+            rounds: self.rounds,
             duration_s: self.duration,
             driver: match self.driver {
                 DefragDriverArg::MoveExt => DefragDriver::MoveExt,
@@ -89,8 +89,8 @@ impl DefragMmapArgs {
 
     /// Each round keeps its files; fillers are deleted; donors need room while they exist.
     pub fn disk_mib(&self) -> u64 {
-        let per_round = u64::from(self.files.max(1)) * self.size_mib.max(1);
-        u64::from(self.rounds.max(1)) * per_round + 3 * per_round + 160
+        let per_round = u64::from(self.files) * self.size_mib;
+        u64::from(self.rounds) * per_round + 3 * per_round + 160
     }
 
     pub fn to_argv(&self, seed: u64) -> Vec<String> {

@@ -25,7 +25,7 @@ pub struct MigrateMmapArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub files: u32,
     /// Size of each file in MiB.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub size_mib: u64,
     /// Which blocks start as holes: alternate (odd blocks), random, sparse (all but block 0).
     #[arg(long, value_enum, default_value = "alternate")]
@@ -72,15 +72,15 @@ impl MigrateMmapArgs {
             dir: MOUNT_POINT.into(),
             run_id,
             seed,
-            files: self.files.max(1),
-            file_blocks: (self.size_mib.max(1) << 20) / 4096,
+            files: self.files,
+            file_blocks: (self.size_mib << 20) / 4096,
             hole_pattern: match self.holes {
                 HolePatternArg::Alternate => HolePattern::Alternate,
                 HolePatternArg::Random => HolePattern::Random,
                 HolePatternArg::Sparse => HolePattern::Sparse,
             },
-            writers: self.writers.max(1),
-            rounds: self.rounds.max(1),
+            writers: self.writers,
+            rounds: self.rounds,
             duration_s: self.duration,
             driver: match self.driver {
                 DriverArg::Ioctl => MigrateDriver::Ioctl,
@@ -91,8 +91,7 @@ impl MigrateMmapArgs {
 
     /// Room for every round's files plus metadata and journal.
     pub fn disk_mib(&self) -> u64 {
-        let data =
-            u64::from(self.rounds.max(1)) * u64::from(self.files.max(1)) * self.size_mib.max(1);
+        let data = u64::from(self.rounds) * u64::from(self.files) * self.size_mib;
         data + data / 5 + 160
     }
 

@@ -7,6 +7,8 @@ pub mod smoke;
 
 use serde::Serialize;
 
+use crate::config::{ConfigError, RunConfig};
+
 use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::vm::Vm;
 
@@ -65,19 +67,19 @@ pub fn reproduce_command(args: &[String]) -> String {
 /// options + the scenario's own), the mutant label and the scenario's parameters.
 fn base_plan(
     name: &str,
-    common: &crate::cli::CommonArgs,
+    config: &RunConfig,
     scenario_argv: Vec<String>,
     params: serde_json::Value,
     kind: ScenarioKind,
 ) -> ScenarioPlan {
     let mut argv = vec!["run".to_string(), name.into()];
-    argv.extend(common.to_argv());
+    argv.extend(config.to_argv());
     argv.extend(scenario_argv);
     ScenarioPlan {
         name: name.into(),
         seed: None,
         run_id: None,
-        mutant: mutant_label(common),
+        mutant: config.ext4.label(),
         params,
         disk_mib: 64,
         log_data: false,
@@ -86,13 +88,12 @@ fn base_plan(
     }
 }
 
-/// Turns the parsed command line into a plan.
-pub fn plan(
-    cmd: crate::cli::ScenarioCmd,
-) -> Result<(crate::cli::CommonArgs, ScenarioPlan), String> {
+/// Turns the parsed command line into a validated config and a plan.
+pub fn plan(cmd: crate::cli::ScenarioCmd) -> Result<(RunConfig, ScenarioPlan), ConfigError> {
     use crate::cli::ScenarioCmd;
     match cmd {
         ScenarioCmd::Smoke { common, blocks } => {
+            let common = RunConfig::try_from(common)?;
             let plan = ScenarioPlan {
                 disk_mib: 256.max(((blocks * 4096) >> 20) * 2 + 64),
                 log_data: true,
@@ -107,6 +108,7 @@ pub fn plan(
             Ok((common, plan))
         }
         ScenarioCmd::PanicSelftest { common } => {
+            let common = RunConfig::try_from(common)?;
             let plan = base_plan(
                 "panic-selftest",
                 &common,
@@ -117,6 +119,7 @@ pub fn plan(
             Ok((common, plan))
         }
         ScenarioCmd::DefragMmap { common, params } => {
+            let common = RunConfig::try_from(common)?;
             let seed = params.seed.unwrap_or_else(smoke::rand_id);
             let run_id = smoke::rand_id();
             let plan = ScenarioPlan {
@@ -137,6 +140,7 @@ pub fn plan(
             Ok((common, plan))
         }
         ScenarioCmd::MigrateMmap { common, params } => {
+            let common = RunConfig::try_from(common)?;
             let seed = params.seed.unwrap_or_else(smoke::rand_id);
             let run_id = smoke::rand_id();
             let plan = ScenarioPlan {
@@ -157,12 +161,4 @@ pub fn plan(
             Ok((common, plan))
         }
     }
-}
-
-fn mutant_label(c: &crate::cli::CommonArgs) -> Option<String> {
-    c.mutant.clone().or_else(|| {
-        c.ext4_patch
-            .as_ref()
-            .map(|p| format!("patch:{}", p.display()))
-    })
 }

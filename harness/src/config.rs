@@ -1,0 +1,525 @@
+//! `RunConfig`: the options every scenario takes, validated. cli.rs turns the clap arguments
+//! into one (`TryFrom<CommonArgs>`); the run, the mutant builder and validate only see this
+//! type, and the reproduce command is generated from it, so it carries every option.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e4race_guest_image::KernelSpec;
+
+use crate::disk::DiskBackend;
+use crate::vm::Accel;
+
+/// Which ext4 the guest loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ext4Module {
+    /// The kernel's own (built in or its module).
+    Stock,
+    /// ext4 rebuilt with a mutant's patch for the booted series.
+    Mutant {
+        name: String,
+        /// `--mutants-dir` as given (None: found by [`mutants_root`]); kept for the reproduce command.
+        mutants_dir: Option<PathBuf>,
+        /// The mutant's patch for the booted kernel series.
+        patch: PathBuf,
+    },
+    /// ext4 rebuilt with the user's patch (`--ext4-patch`).
+    Patch(PathBuf),
+}
+
+impl Ext4Module {
+    /// The report's and the run directory's label: `NAME` or `patch:PATH`.
+    pub fn label(&self) -> Option<String> {
+        match self {
+            Ext4Module::Stock => None,
+            Ext4Module::Mutant { name, .. } => Some(name.clone()),
+            Ext4Module::Patch(p) => Some(format!("patch:{}", p.display())),
+        }
+    }
+
+    /// The patch to build ext4 with, if any.
+    pub fn patch(&self) -> Option<&Path> {
+        match self {
+            Ext4Module::Stock => None,
+            Ext4Module::Mutant { patch, .. } | Ext4Module::Patch(patch) => Some(patch),
+        }
+    }
+}
+
+/// What happens to disk.img when the run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagePolicy {
+    /// Kept when something was found (it is the main evidence), removed on PASS.
+    KeepOnFinding,
+    /// Always kept (`--keep-image`).
+    Keep,
+    /// Always removed (`--discard-image`; the report keeps the evidence).
+    Discard,
+}
+
+impl ImagePolicy {
+    pub fn keeps_image(self, passed: bool) -> bool {
+        match self {
+            ImagePolicy::KeepOnFinding => !passed,
+            ImagePolicy::Keep => true,
+            ImagePolicy::Discard => false,
+        }
+    }
+}
+
+/// Where the verdict goes on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Summary,
+    Json,
+}
+
+/// A run's validated options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    pub kernel: KernelSpec,
+    pub accel: Option<Accel>,
+    pub disk_backend: DiskBackend,
+    pub log_data: bool,
+    pub max_log_bytes: Option<u64>,
+    pub ext4: Ext4Module,
+    pub runs_dir: PathBuf,
+    /// `--cache-dir` as given; [`RunConfig::cache_dir`] resolves the default.
+    pub cache_dir_arg: Option<PathBuf>,
+    pub image: ImagePolicy,
+    pub boot_timeout: Duration,
+    pub command_timeout: Duration,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub output: Output,
+    pub quiet: bool,
+}
+
+/// Why the options do not make a run. Every one is a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Kernel(#[from] e4race_guest_image::Error),
+    #[error(
+        "--mutant and --ext4-patch rebuild ext4 from Debian's linux-source package, so they need \
+         a Debian kernel (--kernel 6.1 or 6.12); for your own kernel, apply the patch to your tree"
+    )]
+    RebuildNeedsDebianKernel,
+    #[error("--ext4-patch {}: no such file", .0.display())]
+    NoSuchPatch(PathBuf),
+    #[error("--mutant {name}: {source}{hint}")]
+    Mutant {
+        name: String,
+        #[source]
+        source: Box<mutant::LoadError>,
+        hint: String,
+    },
+}
+
+impl RunConfig {
+    /// The kernel, image and module cache.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir_arg
+            .clone()
+            .unwrap_or_else(e4race_guest_image::default_cache_dir)
+    }
+
+    /// A Debian series that apt knows no package for (`--kernel 9.9`) is a usage error, told
+    /// before anything runs. Anything else apt says (no apt, no lists) is left to the run,
+    /// which reports it as INFRA-ERROR with its artifacts.
+    pub fn check_kernel_exists(&self) -> Result<(), ConfigError> {
+        if let KernelSpec::Debian { series } = &self.kernel {
+            if let Err(e @ e4race_guest_image::Error::UnknownKernel { .. }) =
+                e4race_guest_image::kernel::resolve_debian_package(series)
+            {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// What `--kernel` said: a series, or the bzImage path.
+    pub fn kernel_arg(&self) -> String {
+        self.kernel.label()
+    }
+
+    /// Every option, as it would be typed: parsing these back gives this config again
+    /// (config::tests check that for every option).
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = vec!["--kernel".to_string(), self.kernel_arg()];
+        if let KernelSpec::Custom {
+            modules_dir: Some(m),
+            ..
+        } = &self.kernel
+        {
+            v.extend(["--modules-dir".into(), m.display().to_string()]);
+        }
+        if let Some(a) = self.accel {
+            v.extend(["--accel".into(), a.as_str().into()]);
+        }
+        v.extend(["--disk-backend".into(), self.disk_backend.as_str().into()]);
+        if self.log_data {
+            v.push("--log-data".into());
+        }
+        if let Some(b) = self.max_log_bytes {
+            v.extend(["--max-log-bytes".into(), b.to_string()]);
+        }
+        match &self.ext4 {
+            Ext4Module::Stock => {}
+            Ext4Module::Mutant {
+                name, mutants_dir, ..
+            } => {
+                v.extend(["--mutant".into(), name.clone()]);
+                if let Some(d) = mutants_dir {
+                    v.extend(["--mutants-dir".into(), d.display().to_string()]);
+                }
+            }
+            Ext4Module::Patch(p) => v.extend(["--ext4-patch".into(), p.display().to_string()]),
+        }
+        v.extend(["--runs-dir".into(), self.runs_dir.display().to_string()]);
+        if let Some(c) = &self.cache_dir_arg {
+            v.extend(["--cache-dir".into(), c.display().to_string()]);
+        }
+        match self.image {
+            ImagePolicy::KeepOnFinding => {}
+            ImagePolicy::Keep => v.push("--keep-image".into()),
+            ImagePolicy::Discard => v.push("--discard-image".into()),
+        }
+        v.extend([
+            "--boot-timeout".into(),
+            self.boot_timeout.as_secs().to_string(),
+            "--timeout".into(),
+            self.command_timeout.as_secs().to_string(),
+            "--cpus".into(),
+            self.cpus.to_string(),
+            "--memory-mib".into(),
+            self.memory_mib.to_string(),
+        ]);
+        if self.output == Output::Json {
+            v.push("--json".into());
+        }
+        if self.quiet {
+            v.push("--quiet".into());
+        }
+        v
+    }
+}
+
+/// Where mutant folders live, in this order: `--mutants-dir`, `$E4RACE_MUTANTS_DIR`,
+/// `vm-images/mutants` beside the executable or above it (a checkout's target/release/e4race
+/// finds its own), above the current directory, and last the source tree the binary was built
+/// from. None of them existing is reported when a mutant is asked for.
+pub fn mutants_root(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("E4RACE_MUTANTS_DIR") {
+        return PathBuf::from(p);
+    }
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let cwd = std::env::current_dir().ok();
+    for start in exe_dir.iter().chain(cwd.iter()) {
+        for dir in start.ancestors() {
+            let p = dir.join("vm-images/mutants");
+            if p.is_dir() {
+                return p;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm-images/mutants")
+}
+
+/// Resolves `--mutant NAME` to its patch for `series`.
+pub fn resolve_mutant(
+    name: &str,
+    mutants_dir: Option<PathBuf>,
+    series: &str,
+) -> Result<Ext4Module, ConfigError> {
+    let root = mutants_root(mutants_dir.as_deref());
+    let err = |source| ConfigError::Mutant {
+        name: name.to_string(),
+        source: Box::new(source),
+        hint: if root.is_dir() {
+            String::new()
+        } else {
+            format!(
+                ". {} does not exist: pass --mutants-dir (or set E4RACE_MUTANTS_DIR) to a checkout's vm-images/mutants",
+                root.display()
+            )
+        },
+    };
+    let m = mutant::Mutant::find(&root, name).map_err(err)?;
+    let patch = m.patch_for(series).map_err(err)?.to_path_buf();
+    Ok(Ext4Module::Mutant {
+        name: name.to_string(),
+        mutants_dir,
+        patch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Cmd};
+    use clap::{CommandFactory, Parser};
+    use std::collections::BTreeSet;
+
+    /// Parses `e4race ARGS...` into the scenario's config and reproduce command.
+    fn parse(args: &[String]) -> Result<(RunConfig, String), String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("e4race".to_string()).chain(args.iter().cloned()))
+                .map_err(|e| e.to_string())?;
+        let Cmd::Run { scenario } = cli.command else {
+            return Err("not a run command".into());
+        };
+        let (cfg, plan) = crate::scenarios::plan(scenario).map_err(|e| e.to_string())?;
+        Ok((cfg, plan.reproduce))
+    }
+
+    /// The reproduce command's words, as a shell would split them, without `e4race`.
+    fn words(reproduce: &str) -> Vec<String> {
+        let mut w = shlex::split(reproduce).expect("the reproduce command is valid shell");
+        assert_eq!(w.remove(0), "e4race");
+        w
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// Every long option of `e4race run SCENARIO`, from clap itself.
+    fn long_options(scenario: &str) -> BTreeSet<String> {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let sc = run.find_subcommand(scenario).unwrap();
+        sc.get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| *l != "help")
+            .map(|l| format!("--{l}"))
+            .collect()
+    }
+
+    /// Argument lists that together set every option of `scenario` to a value other than
+    /// its default (two lists where options conflict).
+    fn non_default_argvs(scenario: &str, bzimage: &Path) -> Vec<Vec<String>> {
+        let k = bzimage.display().to_string();
+        let mods = bzimage.parent().unwrap().display().to_string();
+        let common_a = s(&[
+            "--kernel",
+            &k,
+            "--modules-dir",
+            &mods,
+            "--accel",
+            "tcg",
+            "--disk-backend",
+            "qemu",
+            "--log-data",
+            "--max-log-bytes",
+            "1048576",
+            "--runs-dir",
+            "/tmp/r",
+            "--cache-dir",
+            "/tmp/c",
+            "--keep-image",
+            "--boot-timeout",
+            "91",
+            "--timeout",
+            "301",
+            "--cpus",
+            "4",
+            "--memory-mib",
+            "1024",
+            "--json",
+            "--quiet",
+        ]);
+        let mutants = mutants_root(None).display().to_string();
+        let common_b = s(&[
+            "--kernel",
+            "6.12",
+            "--mutant",
+            "migrate-flag-clear",
+            "--mutants-dir",
+            &mutants,
+            "--discard-image",
+            "--accel",
+            "kvm",
+        ]);
+        let common_c = s(&["--kernel", "6.1", "--ext4-patch", &k]);
+        let own: Vec<String> = match scenario {
+            "smoke" => s(&["--blocks", "7"]),
+            "panic-selftest" => vec![],
+            "migrate-mmap" => s(&[
+                "--files",
+                "2",
+                "--size-mib",
+                "3",
+                "--holes",
+                "random",
+                "--writers",
+                "2",
+                "--rounds",
+                "5",
+                "--duration",
+                "11",
+                "--seed",
+                "42",
+                "--mount-options",
+                "nodelalloc,data=ordered",
+                "--driver",
+                "chattr",
+            ]),
+            "defrag-mmap" => s(&[
+                "--files",
+                "2",
+                "--size-mib",
+                "3",
+                "--move-blocks",
+                "16",
+                "--writers",
+                "2",
+                "--rounds",
+                "5",
+                "--duration",
+                "11",
+                "--seed",
+                "42",
+                "--mount-options",
+                "nodelalloc,noauto_da_alloc",
+                "--driver",
+                "e4defrag",
+                "--prealloc=false",
+                "--flush-ms",
+                "7",
+                "--aim=false",
+            ]),
+            other => panic!("no sample arguments for scenario {other}: add them here"),
+        };
+        [common_a, common_b, common_c]
+            .into_iter()
+            .map(|c| {
+                let mut v = s(&["run", scenario]);
+                v.extend(c);
+                v.extend(own.iter().cloned());
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reproduce_round_trips_every_option_of_every_scenario() {
+        let dir = tempfile::tempdir().unwrap();
+        let bzimage = dir.path().join("bzImage");
+        std::fs::write(&bzimage, b"not a kernel").unwrap();
+        let cmd = Cli::command();
+        let scenarios: Vec<String> = cmd
+            .find_subcommand("run")
+            .unwrap()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(scenarios.len() >= 4, "{scenarios:?}");
+        for scenario in &scenarios {
+            let mut seen = BTreeSet::new();
+            for argv in non_default_argvs(scenario, &bzimage) {
+                seen.extend(
+                    argv.iter()
+                        .filter(|a| a.starts_with("--"))
+                        .map(|a| a.split('=').next().unwrap().to_string()),
+                );
+                let (cfg, reproduce) = parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let again = words(&reproduce);
+                let (cfg2, reproduce2) =
+                    parse(&again).unwrap_or_else(|e| panic!("reproduce {reproduce}: {e}"));
+                assert_eq!(cfg, cfg2, "reproduce: {reproduce}");
+                assert_eq!(reproduce, reproduce2);
+                // Every option given shows up in the reproduce command.
+                for opt in argv.iter().filter(|a| a.starts_with("--")) {
+                    let name = opt.split('=').next().unwrap();
+                    assert!(
+                        again.iter().any(|w| w.split('=').next() == Some(name)),
+                        "{name} is missing from the reproduce command {reproduce}"
+                    );
+                }
+            }
+            // The samples cover every option the scenario has: a new option must be added
+            // to them (and so to the reproduce command).
+            let missing: Vec<_> = long_options(scenario).difference(&seen).cloned().collect();
+            assert!(missing.is_empty(), "{scenario}: no sample for {missing:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_round_trip_too() {
+        let (cfg, reproduce) = parse(&s(&["run", "migrate-mmap", "--seed", "1"])).unwrap();
+        assert_eq!(cfg.cpus, 2);
+        assert_eq!(cfg.memory_mib, 512);
+        assert_eq!(cfg.image, ImagePolicy::KeepOnFinding);
+        assert!(reproduce.contains("--cpus 2") && reproduce.contains("--memory-mib 512"));
+        assert_eq!(parse(&words(&reproduce)).unwrap().0, cfg);
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(&s(args)) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_not_clamped() {
+        for bad in [
+            &["run", "migrate-mmap", "--rounds", "0"][..],
+            &["run", "migrate-mmap", "--files", "0"],
+            &["run", "migrate-mmap", "--size-mib", "0"],
+            &["run", "defrag-mmap", "--move-blocks", "0"],
+            &["run", "smoke", "--cpus", "0"],
+            &["run", "smoke", "--memory-mib", "16"],
+            &["run", "smoke", "--boot-timeout", "0"],
+            &["run", "smoke", "--timeout", "0"],
+        ] {
+            let e = usage_error(bad);
+            assert!(e.contains("invalid value"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_mutant_missing_patch_and_missing_kernel_are_usage_errors() {
+        let e = usage_error(&["run", "migrate-mmap", "--mutant", "no-such-mutant"]);
+        assert!(
+            e.contains("no-such-mutant") && e.contains("migrate-flag-clear"),
+            "{e}"
+        );
+        let e = usage_error(&["run", "smoke", "--ext4-patch", "/nonexistent/fix.patch"]);
+        assert!(e.contains("no such file"), "{e}");
+        let e = usage_error(&["run", "smoke", "--kernel", "/nonexistent/bzImage"]);
+        assert!(e.contains("/nonexistent/bzImage"), "{e}");
+        let e = usage_error(&[
+            "run",
+            "smoke",
+            "--mutant",
+            "migrate-flag-clear",
+            "--mutants-dir",
+            "/nonexistent/mutants",
+        ]);
+        assert!(e.contains("--mutants-dir"), "{e}");
+    }
+
+    #[test]
+    fn a_mutant_on_a_custom_kernel_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let bzimage = dir.path().join("bzImage");
+        std::fs::write(&bzimage, b"x").unwrap();
+        let k = bzimage.display().to_string();
+        let e = usage_error(&[
+            "run",
+            "smoke",
+            "--kernel",
+            &k,
+            "--mutant",
+            "migrate-flag-clear",
+        ]);
+        assert!(e.contains("Debian kernel"), "{e}");
+    }
+}
