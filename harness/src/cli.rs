@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use e4race_guest_image::KernelSpec;
 
 use crate::config::{self, ConfigError, Ext4Module, ImagePolicy, Output, RunConfig};
+use crate::scenarios::{self, base_plan, ScenarioKind, ScenarioPlan};
 
 use crate::disk::DiskBackend;
 use crate::report::EXIT_CODES_HELP;
@@ -243,5 +244,350 @@ impl TryFrom<CommonArgs> for RunConfig {
             },
             quiet: a.quiet,
         })
+    }
+}
+
+/// Turns the parsed command line into a validated config and a plan.
+pub fn plan(cmd: ScenarioCmd) -> Result<(RunConfig, ScenarioPlan), ConfigError> {
+    match cmd {
+        ScenarioCmd::Smoke { common, blocks } => {
+            let common = RunConfig::try_from(common)?;
+            let plan = ScenarioPlan {
+                disk_mib: 256.max(((blocks * 4096) >> 20) * 2 + 64),
+                log_data: true,
+                ..base_plan(
+                    "smoke",
+                    &common,
+                    vec!["--blocks".into(), blocks.to_string()],
+                    serde_json::json!({ "blocks": blocks }),
+                    ScenarioKind::Smoke { blocks },
+                )
+            };
+            Ok((common, plan))
+        }
+        ScenarioCmd::PanicSelftest { common } => {
+            let common = RunConfig::try_from(common)?;
+            let plan = base_plan(
+                "panic-selftest",
+                &common,
+                Vec::new(),
+                serde_json::json!({}),
+                ScenarioKind::PanicSelftest,
+            );
+            Ok((common, plan))
+        }
+        ScenarioCmd::DefragMmap { common, params } => {
+            let common = RunConfig::try_from(common)?;
+            let seed = params.seed.unwrap_or_else(scenarios::smoke::rand_id);
+            let run_id = scenarios::smoke::rand_id();
+            let plan = ScenarioPlan {
+                seed: Some(seed),
+                run_id: Some(run_id),
+                disk_mib: params.disk_mib(),
+                ..base_plan(
+                    "defrag-mmap",
+                    &common,
+                    params.to_argv(seed),
+                    serde_json::to_value(&params).unwrap_or_default(),
+                    ScenarioKind::DefragMmap(
+                        params.to_params(seed, run_id),
+                        params.mount_options.clone(),
+                    ),
+                )
+            };
+            Ok((common, plan))
+        }
+        ScenarioCmd::MigrateMmap { common, params } => {
+            let common = RunConfig::try_from(common)?;
+            let seed = params.seed.unwrap_or_else(scenarios::smoke::rand_id);
+            let run_id = scenarios::smoke::rand_id();
+            let plan = ScenarioPlan {
+                seed: Some(seed),
+                run_id: Some(run_id),
+                disk_mib: params.disk_mib(),
+                ..base_plan(
+                    "migrate-mmap",
+                    &common,
+                    params.to_argv(seed),
+                    serde_json::to_value(&params).unwrap_or_default(),
+                    ScenarioKind::MigrateMmap(
+                        params.to_params(seed, run_id),
+                        params.mount_options.clone(),
+                    ),
+                )
+            };
+            Ok((common, plan))
+        }
+    }
+}
+
+/// `e4race ARGS...` (without the program name) as a run's config and plan: what validate
+/// uses to build each of its runs from the same words a user would type.
+pub fn parse_run(args: &[String]) -> Result<(RunConfig, ScenarioPlan), String> {
+    let cli =
+        Cli::try_parse_from(std::iter::once("e4race".to_string()).chain(args.iter().cloned()))
+            .map_err(|e| e.to_string())?;
+    let Cmd::Run { scenario } = cli.command else {
+        return Err(format!("not a run command: {}", args.join(" ")));
+    };
+    plan(scenario).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::mutants_root;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Parses `e4race ARGS...` into the scenario's config and reproduce command.
+    fn parse(args: &[String]) -> Result<(RunConfig, String), String> {
+        parse_run(args).map(|(cfg, plan)| (cfg, plan.reproduce))
+    }
+
+    /// The reproduce command's words, as a shell would split them, without `e4race`.
+    fn words(reproduce: &str) -> Vec<String> {
+        let mut w = shlex::split(reproduce).expect("the reproduce command is valid shell");
+        assert_eq!(w.remove(0), "e4race");
+        w
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// Every long option of `e4race run SCENARIO`, from clap itself.
+    fn long_options(scenario: &str) -> BTreeSet<String> {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let sc = run.find_subcommand(scenario).unwrap();
+        sc.get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| *l != "help")
+            .map(|l| format!("--{l}"))
+            .collect()
+    }
+
+    /// Argument lists that together set every option of `scenario` to a value other than
+    /// its default (two lists where options conflict).
+    fn non_default_argvs(scenario: &str, bzimage: &Path) -> Vec<Vec<String>> {
+        let k = bzimage.display().to_string();
+        let mods = bzimage.parent().unwrap().display().to_string();
+        let common_a = s(&[
+            "--kernel",
+            &k,
+            "--modules-dir",
+            &mods,
+            "--accel",
+            "tcg",
+            "--disk-backend",
+            "qemu",
+            "--log-data",
+            "--max-log-bytes",
+            "1048576",
+            "--runs-dir",
+            "/tmp/r",
+            "--cache-dir",
+            "/tmp/c",
+            "--keep-image",
+            "--boot-timeout",
+            "91",
+            "--timeout",
+            "301",
+            "--cpus",
+            "4",
+            "--memory-mib",
+            "1024",
+            "--json",
+            "--quiet",
+        ]);
+        let mutants = mutants_root(None).display().to_string();
+        let common_b = s(&[
+            "--kernel",
+            "6.12",
+            "--mutant",
+            "migrate-flag-clear",
+            "--mutants-dir",
+            &mutants,
+            "--discard-image",
+            "--accel",
+            "kvm",
+        ]);
+        let common_c = s(&["--kernel", "6.1", "--ext4-patch", &k]);
+        let own: Vec<String> = match scenario {
+            "smoke" => s(&["--blocks", "7"]),
+            "panic-selftest" => vec![],
+            "migrate-mmap" => s(&[
+                "--files",
+                "2",
+                "--size-mib",
+                "3",
+                "--holes",
+                "random",
+                "--writers",
+                "2",
+                "--rounds",
+                "5",
+                "--duration",
+                "11",
+                "--seed",
+                "42",
+                "--mount-options",
+                "nodelalloc,data=ordered",
+                "--driver",
+                "chattr",
+            ]),
+            "defrag-mmap" => s(&[
+                "--files",
+                "2",
+                "--size-mib",
+                "3",
+                "--move-blocks",
+                "16",
+                "--writers",
+                "2",
+                "--rounds",
+                "5",
+                "--duration",
+                "11",
+                "--seed",
+                "42",
+                "--mount-options",
+                "nodelalloc,noauto_da_alloc",
+                "--driver",
+                "e4defrag",
+                "--prealloc=false",
+                "--flush-ms",
+                "7",
+                "--aim=false",
+            ]),
+            other => panic!("no sample arguments for scenario {other}: add them here"),
+        };
+        [common_a, common_b, common_c]
+            .into_iter()
+            .map(|c| {
+                let mut v = s(&["run", scenario]);
+                v.extend(c);
+                v.extend(own.iter().cloned());
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reproduce_round_trips_every_option_of_every_scenario() {
+        let dir = tempfile::tempdir().unwrap();
+        let bzimage = dir.path().join("bzImage");
+        std::fs::write(&bzimage, b"not a kernel").unwrap();
+        let cmd = Cli::command();
+        let scenarios: Vec<String> = cmd
+            .find_subcommand("run")
+            .unwrap()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(scenarios.len() >= 4, "{scenarios:?}");
+        for scenario in &scenarios {
+            let mut seen = BTreeSet::new();
+            for argv in non_default_argvs(scenario, &bzimage) {
+                seen.extend(
+                    argv.iter()
+                        .filter(|a| a.starts_with("--"))
+                        .map(|a| a.split('=').next().unwrap().to_string()),
+                );
+                let (cfg, reproduce) = parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let again = words(&reproduce);
+                let (cfg2, reproduce2) =
+                    parse(&again).unwrap_or_else(|e| panic!("reproduce {reproduce}: {e}"));
+                assert_eq!(cfg, cfg2, "reproduce: {reproduce}");
+                assert_eq!(reproduce, reproduce2);
+                // Every option given shows up in the reproduce command.
+                for opt in argv.iter().filter(|a| a.starts_with("--")) {
+                    let name = opt.split('=').next().unwrap();
+                    assert!(
+                        again.iter().any(|w| w.split('=').next() == Some(name)),
+                        "{name} is missing from the reproduce command {reproduce}"
+                    );
+                }
+            }
+            // The samples cover every option the scenario has: a new option must be added
+            // to them (and so to the reproduce command).
+            let missing: Vec<_> = long_options(scenario).difference(&seen).cloned().collect();
+            assert!(missing.is_empty(), "{scenario}: no sample for {missing:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_round_trip_too() {
+        let (cfg, reproduce) = parse(&s(&["run", "migrate-mmap", "--seed", "1"])).unwrap();
+        assert_eq!(cfg.cpus, 2);
+        assert_eq!(cfg.memory_mib, 512);
+        assert_eq!(cfg.image, ImagePolicy::KeepOnFinding);
+        assert!(reproduce.contains("--cpus 2") && reproduce.contains("--memory-mib 512"));
+        assert_eq!(parse(&words(&reproduce)).unwrap().0, cfg);
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(&s(args)) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_not_clamped() {
+        for bad in [
+            &["run", "migrate-mmap", "--rounds", "0"][..],
+            &["run", "migrate-mmap", "--files", "0"],
+            &["run", "migrate-mmap", "--size-mib", "0"],
+            &["run", "defrag-mmap", "--move-blocks", "0"],
+            &["run", "smoke", "--cpus", "0"],
+            &["run", "smoke", "--memory-mib", "16"],
+            &["run", "smoke", "--boot-timeout", "0"],
+            &["run", "smoke", "--timeout", "0"],
+        ] {
+            let e = usage_error(bad);
+            assert!(e.contains("invalid value"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_mutant_missing_patch_and_missing_kernel_are_usage_errors() {
+        let e = usage_error(&["run", "migrate-mmap", "--mutant", "no-such-mutant"]);
+        assert!(
+            e.contains("no-such-mutant") && e.contains("migrate-flag-clear"),
+            "{e}"
+        );
+        let e = usage_error(&["run", "smoke", "--ext4-patch", "/nonexistent/fix.patch"]);
+        assert!(e.contains("no such file"), "{e}");
+        let e = usage_error(&["run", "smoke", "--kernel", "/nonexistent/bzImage"]);
+        assert!(e.contains("/nonexistent/bzImage"), "{e}");
+        let e = usage_error(&[
+            "run",
+            "smoke",
+            "--mutant",
+            "migrate-flag-clear",
+            "--mutants-dir",
+            "/nonexistent/mutants",
+        ]);
+        assert!(e.contains("--mutants-dir"), "{e}");
+    }
+
+    #[test]
+    fn a_mutant_on_a_custom_kernel_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let bzimage = dir.path().join("bzImage");
+        std::fs::write(&bzimage, b"x").unwrap();
+        let k = bzimage.display().to_string();
+        let e = usage_error(&[
+            "run",
+            "smoke",
+            "--kernel",
+            &k,
+            "--mutant",
+            "migrate-flag-clear",
+        ]);
+        assert!(e.contains("Debian kernel"), "{e}");
     }
 }

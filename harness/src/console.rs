@@ -11,8 +11,6 @@ use e4race_agent::{CONSOLE_ERROR_PREFIX, CONSOLE_MISSING_PREFIX};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use crate::vm::VmError;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsoleEvent {
     /// A panic, oops or BUG: the run ends as KERNEL-ERROR.
@@ -46,10 +44,9 @@ impl ConsoleWatch {
     pub fn spawn(
         mut src: impl AsyncRead + Unpin + Send + 'static,
         log: PathBuf,
-    ) -> Result<Self, VmError> {
-        let mut file = std::fs::File::create(&log).map_err(|e| VmError::Io {
-            what: format!("creating {}", log.display()),
-            source: e,
+    ) -> std::io::Result<Self> {
+        let mut file = std::fs::File::create(&log).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("creating {}: {e}", log.display()))
         })?;
         let state = Arc::new(Mutex::new(State::default()));
         let (tx, changed) = watch::channel(0u64);

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::run::{Progress, RunError};
+use crate::error::RunError;
+use crate::progress::Progress;
 use crate::vm::DiskAttachment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

@@ -97,7 +97,7 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
                     return 4;
                 }
             };
-            let agent = match crate::run::agent_binary() {
+            let agent = match crate::error::agent_binary() {
                 Ok(a) => a,
                 Err(e) => {
                     println!("accelerator: cannot probe: {e}");

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use oracles::E2fsckReport;
 
-use crate::run::RunError;
+use crate::error::RunError;
 
 /// Runs the real e2fsck read-only on the image and saves its output as `e2fsck.txt`.
 pub async fn run(image: &Path) -> Result<E2fsckReport, RunError> {

@@ -5,11 +5,13 @@ mod cli;
 mod config;
 mod console;
 mod disk;
+mod error;
 mod evidence;
 mod fsck;
 mod logcmd;
 mod mutants;
 mod oracle_glue;
+mod progress;
 mod report;
 mod run;
 mod scenarios;
@@ -24,7 +26,11 @@ use report::Verdict;
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("E4RACE_LOG"))
+        // blkrec's once-per-kind warnings (why a guest request failed) show by default.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("E4RACE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("blkrec=warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -41,7 +47,7 @@ fn main() {
         match cli.command {
             Cmd::Run { scenario } => run_scenario(scenario).await,
             Cmd::Doctor { kernel, reprobe } => doctor::doctor(&kernel, reprobe).await,
-            Cmd::Validate(args) => validate::validate(args).await,
+            Cmd::Validate(args) => validate::validate(args, cli::parse_run).await,
             Cmd::Log(cmd) => logcmd::log(cmd),
             Cmd::Replay {
                 log,
@@ -65,7 +71,7 @@ fn main() {
 mod doctor;
 
 async fn run_scenario(cmd: ScenarioCmd) -> i32 {
-    let (config, plan) = match scenarios::plan(cmd) {
+    let (config, plan) = match cli::plan(cmd) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
@@ -76,7 +82,7 @@ async fn run_scenario(cmd: ScenarioCmd) -> i32 {
         eprintln!("error: {e}");
         return 2;
     }
-    let progress = run::Progress::new(config.quiet);
+    let progress = progress::Progress::new(config.quiet);
     let report = run::execute(&config, plan, progress).await;
     if config.output == config::Output::Json {
         println!("{}", report.to_json());

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use e4race_guest_image::{self as image, KernelSpec};
 
 use crate::config::Ext4Module;
-use crate::run::{Progress, RunError};
+use crate::error::RunError;
+use crate::progress::Progress;
 
 /// Builds (or takes from the cache) the ext4.ko a run asked for, if any.
 pub async fn ext4_module_for(

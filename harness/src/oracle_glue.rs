@@ -5,8 +5,8 @@ use std::path::Path;
 use e4race_protocol::RoundRecord;
 use oracles::{ContentReport, E2fsckReport};
 
+use crate::error::RunError;
 use crate::report::Finding;
-use crate::run::RunError;
 
 /// Kernel behaviour we have traced to its cause; attached to matching findings so a reader
 /// knows it is explained. The finding stays a finding.

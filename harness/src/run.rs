@@ -1,92 +1,19 @@
 //! One run, start to end: run directory, guest image, accelerator, disk, boot, scenario,
 //! host-side oracles, report. Every path ends in a report in the run directory.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use e4race_guest_image::{self as image, ImageRequest, KernelSpec};
 
 use crate::accel::{self, AccelChoice};
 use crate::config::RunConfig;
 use crate::disk::TestDisk;
-use crate::report::{Exercise, Finding, Report, Verdict};
-use crate::scenarios::{self, ScenarioPlan};
+use crate::error::{agent_binary, RunError};
+use crate::progress::Progress;
+use crate::report::{Report, Verdict};
+use crate::scenarios::{self, RunContext, ScenarioOutcome, ScenarioPlan};
 use crate::vm::{self, SocketDir, Vm, VmConfig, VmError};
-
-/// Progress lines on stderr, stamped with the time since the run started.
-#[derive(Clone)]
-pub struct Progress {
-    start: Instant,
-    quiet: bool,
-}
-
-impl Progress {
-    pub fn new(quiet: bool) -> Self {
-        Progress {
-            start: Instant::now(),
-            quiet,
-        }
-    }
-
-    pub fn step(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("[{:6.1}s] {msg}", self.start.elapsed().as_secs_f64());
-        }
-    }
-}
-
-/// An error of our own side, or the kernel's, that ends a run early.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Image(#[from] image::Error),
-    #[error(transparent)]
-    Vm(#[from] VmError),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl RunError {
-    pub fn verdict(&self) -> Verdict {
-        match self {
-            RunError::Vm(VmError::KernelError { .. }) => Verdict::KernelError,
-            _ => Verdict::InfraError,
-        }
-    }
-}
-
-/// What a scenario hands to the report.
-pub struct ScenarioOutcome {
-    pub findings: Vec<Finding>,
-    pub exercise: Exercise,
-}
-
-/// Everything a scenario needs while the guest runs.
-pub struct RunContext {
-    pub dir: PathBuf,
-    pub progress: Progress,
-    pub disk: TestDisk,
-    pub command_timeout: Duration,
-}
-
-pub fn agent_binary() -> Result<PathBuf, RunError> {
-    if let Some(p) = std::env::var_os("E4RACE_AGENT") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| RunError::Other(format!("locating our own binary: {e}")))?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    for cand in [dir.join("e4race-agent"), dir.join("../e4race-agent")] {
-        if cand.is_file() {
-            return Ok(cand);
-        }
-    }
-    Err(RunError::Other(format!(
-        "the guest agent e4race-agent is not next to {}; build it with `cargo build --release -p e4race` \
-         or point E4RACE_AGENT at it",
-        exe.display()
-    )))
-}
 
 /// How many characters of a patch's file stem, a mutant's or a custom kernel's file name a
 /// run directory name keeps.
@@ -427,6 +354,7 @@ fn keep_probe_logs(scratch: &Path, dir: &Path) {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::path::PathBuf;
 
     /// The plan and kernel `e4race run smoke ARGS...` gives.
     fn plan_for(args: &[&str]) -> (ScenarioPlan, KernelSpec) {
@@ -439,7 +367,7 @@ mod tests {
         else {
             panic!("not a run command");
         };
-        let (config, plan) = scenarios::plan(scenario).unwrap();
+        let (config, plan) = crate::cli::plan(scenario).unwrap();
         (plan, config.kernel)
     }
 

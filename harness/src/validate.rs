@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
 use serde::Serialize;
 
 use crate::config::RunConfig;
+use crate::progress::Progress;
 use crate::report::Verdict;
-use crate::run::{self, Progress};
-use crate::scenarios;
+use crate::run;
+use crate::scenarios::ScenarioPlan;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
@@ -65,7 +65,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some((v[v.len() / 2] * 10.0).round() / 10.0)
 }
 
-pub async fn validate(args: ValidateArgs) -> i32 {
+/// Builds one run from the words of `e4race run ...` (cli::parse_run; passed in so that
+/// validate does not depend on the command line module that defines its arguments).
+pub type RunParser = fn(&[String]) -> Result<(RunConfig, ScenarioPlan), String>;
+
+pub async fn validate(args: ValidateArgs, parse_run: RunParser) -> i32 {
     let root = crate::config::mutants_root(args.mutants_dir.as_deref());
     let all = mutant::list(&root).unwrap_or_default();
     let mut cells = Vec::new();
@@ -110,8 +114,7 @@ pub async fn validate(args: ValidateArgs) -> i32 {
             let mut all_times = Vec::new();
             for i in 0..args.runs {
                 let mut argv = vec![
-                    "e4race".to_string(),
-                    "run".into(),
+                    "run".to_string(),
                     scenario.clone(),
                     "--kernel".into(),
                     kernel.clone(),
@@ -126,17 +129,7 @@ pub async fn validate(args: ValidateArgs) -> i32 {
                 if let Some(extra) = &args.run_args {
                     argv.extend(extra.split_whitespace().map(str::to_string));
                 }
-                let cli = match crate::cli::Cli::try_parse_from(&argv) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return 2;
-                    }
-                };
-                let crate::cli::Cmd::Run { scenario: sc } = cli.command else {
-                    return 2;
-                };
-                let (config, plan): (RunConfig, _) = match scenarios::plan(sc) {
+                let (config, plan) = match parse_run(&argv) {
                     Ok(v) => v,
                     Err(e) => {
                         eprintln!("error: {e}");

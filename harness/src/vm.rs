@@ -378,7 +378,8 @@ impl Vm {
             what: "QEMU's stdout".into(),
             source: std::io::Error::other("not piped"),
         })?;
-        let console = ConsoleWatch::spawn(stdout, run_dir.join("console.log"))?;
+        let console = ConsoleWatch::spawn(stdout, run_dir.join("console.log"))
+            .map_err(io("starting the console log"))?;
         let agent_log = std::fs::File::create(run_dir.join("agent.jsonl"))
             .map_err(io("creating agent.jsonl"))?;
 

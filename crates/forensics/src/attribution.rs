@@ -53,7 +53,6 @@ use serde::{Deserialize, Serialize};
 use writelog::{Kind, LogReader};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::rundir::RunIdSource;
 use crate::Result;
 
 /// Schema name of evidence.json.
@@ -517,6 +516,18 @@ impl Evidence {
             b.store_t_ns = t.get(&(b.round, b.file_id, b.lblk)).copied();
         }
     }
+}
+
+/// Where the run id came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunIdSource {
+    /// report.json's top-level `run_id`.
+    Report,
+    /// The workload request in agent.jsonl.
+    AgentLog,
+    /// A tagged block read back from disk.img.
+    ImageTag,
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod junit;
 pub mod rundir;
 pub mod timeline;
 
+pub use attribution::RunIdSource;
 pub use attribution::{
     attribute, expected_hash, scan_log, Attribution, BlockEvidence, Counts, Evidence, FileCounts,
     LogScan, LogSummary, MarkRef, UnownedBlocks, WriteEvidence, WriteHit, EVIDENCE_SCHEMA,
@@ -33,7 +34,7 @@ pub use attribution::{
 pub use inspect::{format_mapping, inspect, Mapping};
 /// The JUnit data model `junit.xml` is written with (also reads it back).
 pub use quick_junit;
-pub use rundir::{RunDir, RunIdSource};
+pub use rundir::RunDir;
 pub use timeline::{Alignment, RoundTimeline};
 
 use std::path::{Path, PathBuf};

@@ -8,22 +8,9 @@ use xxhash_rust::xxh3::xxh3_64;
 use e4race_protocol::{BlockContent, BlockTag, MigrateMmapResult, RoundRecord};
 use e4race_report::{FindingClass, Report};
 use oracles::{E2fsckReport, FsckFinding, LostBlock, Sign};
-use serde::{Deserialize, Serialize};
 
-use crate::attribution::{self, Evidence, LogScan, UnownedBlocks};
+use crate::attribution::{self, Evidence, LogScan, RunIdSource, UnownedBlocks};
 use crate::{Error, Result};
-
-/// Where the run id came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunIdSource {
-    /// report.json's top-level `run_id`.
-    Report,
-    /// The workload request in agent.jsonl.
-    AgentLog,
-    /// A tagged block read back from disk.img.
-    ImageTag,
-}
 
 /// A run directory, loaded.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use crate::build::BuildError;
+use crate::error::BuildError;
 
 /// The host tools a build needs, with the Debian package that ships each.
 pub(crate) const TOOLS: &[(&str, &str)] = &[

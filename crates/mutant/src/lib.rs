@@ -13,6 +13,7 @@
 mod build;
 mod cmd;
 mod def;
+mod error;
 
 pub use build::{
     build_ext4_module, cache_key, default_cache_dir, module_vermagic, newest_kernel_release,

@@ -10,10 +10,11 @@
 
 use e4race_protocol::{Command, DefragDriver, DefragMmapParams, MigrateMmapResult};
 
+use crate::error::RunError;
 use crate::report::{DefragExercise, Exercise, HostCheck};
-use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::race;
 use crate::scenarios::smoke::MOUNT_POINT;
+use crate::scenarios::{RunContext, ScenarioOutcome};
 use crate::vm::Vm;
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]

@@ -11,10 +11,11 @@
 
 use e4race_protocol::{Command, HolePattern, MigrateDriver, MigrateMmapParams, MigrateMmapResult};
 
+use crate::error::RunError;
 use crate::report::{Exercise, HostCheck, MigrateExercise};
-use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::race;
 use crate::scenarios::smoke::MOUNT_POINT;
+use crate::scenarios::{RunContext, ScenarioOutcome};
 use crate::vm::Vm;
 
 /// The knobs, all settable from the command line. Defaults are tuned to find the seed bug

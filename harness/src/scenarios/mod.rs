@@ -5,12 +5,31 @@ pub mod migrate_mmap;
 mod race;
 pub mod smoke;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use serde::Serialize;
 
-use crate::config::{ConfigError, RunConfig};
-
-use crate::run::{RunContext, RunError, ScenarioOutcome};
+use crate::config::RunConfig;
+use crate::disk::TestDisk;
+use crate::error::RunError;
+use crate::progress::Progress;
+use crate::report::{Exercise, Finding};
 use crate::vm::Vm;
+
+/// What a scenario hands to the report.
+pub struct ScenarioOutcome {
+    pub findings: Vec<Finding>,
+    pub exercise: Exercise,
+}
+
+/// Everything a scenario needs while the guest runs.
+pub struct RunContext {
+    pub dir: PathBuf,
+    pub progress: Progress,
+    pub disk: TestDisk,
+    pub command_timeout: Duration,
+}
 
 /// Everything needed to re-run a scenario; saved as plan.json.
 #[derive(Debug, Clone, Serialize)]
@@ -65,7 +84,7 @@ pub fn reproduce_command(args: &[String]) -> String {
 
 /// What every plan shares: its name, the reproduce command (`e4race run NAME` + the common
 /// options + the scenario's own), the mutant label and the scenario's parameters.
-fn base_plan(
+pub fn base_plan(
     name: &str,
     config: &RunConfig,
     scenario_argv: Vec<String>,
@@ -85,80 +104,5 @@ fn base_plan(
         log_data: false,
         reproduce: reproduce_command(&argv),
         kind,
-    }
-}
-
-/// Turns the parsed command line into a validated config and a plan.
-pub fn plan(cmd: crate::cli::ScenarioCmd) -> Result<(RunConfig, ScenarioPlan), ConfigError> {
-    use crate::cli::ScenarioCmd;
-    match cmd {
-        ScenarioCmd::Smoke { common, blocks } => {
-            let common = RunConfig::try_from(common)?;
-            let plan = ScenarioPlan {
-                disk_mib: 256.max(((blocks * 4096) >> 20) * 2 + 64),
-                log_data: true,
-                ..base_plan(
-                    "smoke",
-                    &common,
-                    vec!["--blocks".into(), blocks.to_string()],
-                    serde_json::json!({ "blocks": blocks }),
-                    ScenarioKind::Smoke { blocks },
-                )
-            };
-            Ok((common, plan))
-        }
-        ScenarioCmd::PanicSelftest { common } => {
-            let common = RunConfig::try_from(common)?;
-            let plan = base_plan(
-                "panic-selftest",
-                &common,
-                Vec::new(),
-                serde_json::json!({}),
-                ScenarioKind::PanicSelftest,
-            );
-            Ok((common, plan))
-        }
-        ScenarioCmd::DefragMmap { common, params } => {
-            let common = RunConfig::try_from(common)?;
-            let seed = params.seed.unwrap_or_else(smoke::rand_id);
-            let run_id = smoke::rand_id();
-            let plan = ScenarioPlan {
-                seed: Some(seed),
-                run_id: Some(run_id),
-                disk_mib: params.disk_mib(),
-                ..base_plan(
-                    "defrag-mmap",
-                    &common,
-                    params.to_argv(seed),
-                    serde_json::to_value(&params).unwrap_or_default(),
-                    ScenarioKind::DefragMmap(
-                        params.to_params(seed, run_id),
-                        params.mount_options.clone(),
-                    ),
-                )
-            };
-            Ok((common, plan))
-        }
-        ScenarioCmd::MigrateMmap { common, params } => {
-            let common = RunConfig::try_from(common)?;
-            let seed = params.seed.unwrap_or_else(smoke::rand_id);
-            let run_id = smoke::rand_id();
-            let plan = ScenarioPlan {
-                seed: Some(seed),
-                run_id: Some(run_id),
-                disk_mib: params.disk_mib(),
-                ..base_plan(
-                    "migrate-mmap",
-                    &common,
-                    params.to_argv(seed),
-                    serde_json::to_value(&params).unwrap_or_default(),
-                    ScenarioKind::MigrateMmap(
-                        params.to_params(seed, run_id),
-                        params.mount_options.clone(),
-                    ),
-                )
-            };
-            Ok((common, plan))
-        }
     }
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use e4race_protocol::{Command, MigrateMmapResult, Reply};
 
+use crate::error::RunError;
 use crate::fsck;
 use crate::report::{Exercise, HostCheck};
-use crate::run::{RunContext, RunError, ScenarioOutcome};
 use crate::scenarios::smoke::{DEVICE, MOUNT_POINT};
+use crate::scenarios::{RunContext, ScenarioOutcome};
 use crate::vm::Vm;
 
 /// The scenario's own numbers (that the race was exercised) from the workload's record and

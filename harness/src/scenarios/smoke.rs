@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use e4race_protocol::{Command, FileRecord, MigrateCall, Reply, RoundRecord};
 
+use crate::error::RunError;
 use crate::fsck;
 use crate::report::{Exercise, Finding, HostCheck, SmokeExercise};
-use crate::run::{RunContext, RunError, ScenarioOutcome};
+use crate::scenarios::{RunContext, ScenarioOutcome};
 use crate::vm::Vm;
 
 pub const DEVICE: &str = "/dev/vda";
