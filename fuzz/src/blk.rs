@@ -1080,6 +1080,7 @@ impl<'m> H<'m> {
         // earlier chain) may have scribbled on it: put back what the device last wrote.
         self.used.idx().store(self.used_idx);
         let seq0 = self.dev.log().next_seq();
+        let errs0 = self.dev.request_errors().total;
         let writeback = self.dev.writeback();
         self.dev
             .handle_event(0, EventSet::IN, std::slice::from_ref(&self.vring), 0)
@@ -1099,12 +1100,29 @@ impl<'m> H<'m> {
         );
         let single = chains.len() == 1;
         let mut logged = 0u64;
+        // Chains that surely failed, and those whose status the used ring overwrote.
+        let (mut failed, mut unknown) = (0u64, 0u64);
         for (j, c) in valid.iter().enumerate() {
             let slot = usize::from(self.used_idx.wrapping_add(j as u16) % self.qsize);
             let elem = self.used.ring().ref_at(slot).unwrap().load();
             assert_eq!(elem.id(), u32::from(c.head), "used id");
+            match c.status {
+                None => failed += 1,
+                Some(a) if (USED_ADDR..RING_END).contains(&a) => unknown += 1,
+                Some(a) => {
+                    failed += u64::from(self.gm.read_obj::<u8>(GuestAddress(a)).unwrap() != S_OK)
+                }
+            }
             logged += self.check_chain(c, elem.len(), writeback, single, seq1 - seq0);
         }
+        // Every failed request is counted once, and no OK one; chains with a bogus head are
+        // executed but not completed, so they may count too.
+        let counted = self.dev.request_errors().total - errs0;
+        let bogus = (chains.len().max(usize::from(k)) - valid.len()) as u64;
+        assert!(
+            failed <= counted && counted <= failed + unknown + bogus,
+            "request errors counted {counted}, failed chains {failed} (+{unknown} unknown, +{bogus} bogus)"
+        );
         self.used_idx = used_now;
         assert_eq!(
             seq1 - seq0,

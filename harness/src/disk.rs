@@ -51,6 +51,8 @@ pub struct TestDisk {
     /// be too long for a unix socket.
     socket: PathBuf,
     recorder: Option<Recorder>,
+    /// Failed guest requests of the recorders already stopped (a retried boot has two).
+    request_errors: blkrec::RequestErrorCounts,
 }
 
 impl TestDisk {
@@ -78,6 +80,7 @@ impl TestDisk {
             dir: dir.to_path_buf(),
             socket,
             recorder: None,
+            request_errors: Default::default(),
         })
     }
 
@@ -144,6 +147,15 @@ impl TestDisk {
         self.recorder.as_ref().and_then(|r| host_fault(&r.device))
     }
 
+    /// Guest requests blkrec failed so far, per kind, whether it is still serving or stopped.
+    pub fn request_errors(&self) -> blkrec::RequestErrorCounts {
+        let mut c = self.request_errors.clone();
+        if let Some(r) = &self.recorder {
+            c.add(&r.device.request_errors());
+        }
+        c
+    }
+
     /// Stops the backend after the guest is gone, so the write log is complete.
     pub async fn stop(&mut self) -> Result<(), RunError> {
         let Some(r) = self.recorder.take() else {
@@ -164,8 +176,10 @@ impl TestDisk {
             let _ = r.log.sync();
             r.thread.join()
         })
-        .await
-        .map_err(|e| RunError::Other(format!("blkrec stop task: {e}")))?;
+        .await;
+        // The workers have stopped: every request is counted.
+        self.request_errors.add(&device.request_errors());
+        let joined = joined.map_err(|e| RunError::Other(format!("blkrec stop task: {e}")))?;
         if let Some(e) = host_fault(&device) {
             return Err(e);
         }

@@ -330,9 +330,14 @@ async fn execute_inner(
     let outcome = match scenarios::drive(plan, vm, ctx_ref).await {
         Ok(o) => o,
         // A guest that failed because the host failed its I/O: say so, not what it tripped on.
-        Err(e) => return Err(ctx.disk.host_fault().unwrap_or(e)),
+        Err(e) => {
+            report.request_errors = ctx.disk.request_errors().by_kind;
+            return Err(ctx.disk.host_fault().unwrap_or(e));
+        }
     };
-    ctx.disk.stop().await?;
+    let stopped = ctx.disk.stop().await;
+    report.request_errors = ctx.disk.request_errors().by_kind;
+    stopped?;
     Ok(outcome)
 }
 

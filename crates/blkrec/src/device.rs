@@ -1,5 +1,6 @@
 //! The vhost-user-blk device: request parsing, execution and logging.
 
+use crate::request_error::{RequestError, RequestErrorCounters, RequestErrorCounts};
 use crate::virtio::{self, BlkConfig, SECTOR};
 use crate::Error;
 use std::fs::{File, OpenOptions};
@@ -187,6 +188,10 @@ pub struct BlkDevice {
     faults: Mutex<HostFaults>,
     /// Whether a driver's bogus available ring was reported (a guest error, printed once).
     bad_ring_reported: AtomicBool,
+    /// Failed requests per kind.
+    request_errors: RequestErrorCounters,
+    /// The write log refused a record for being full (later refusals are then "full" too).
+    log_full: AtomicBool,
 }
 
 /// Host-side failures behind guest I/O errors.
@@ -200,32 +205,9 @@ pub struct HostFaults {
     pub log: Option<String>,
 }
 
-/// Result of executing one request: status byte and bytes written to the guest's data buffers.
-struct Done {
-    status: u8,
-    written: u32,
-}
-
-impl Done {
-    fn ok(written: u32) -> Self {
-        Done {
-            status: virtio::VIRTIO_BLK_S_OK as u8,
-            written,
-        }
-    }
-    fn ioerr() -> Self {
-        Done {
-            status: virtio::VIRTIO_BLK_S_IOERR as u8,
-            written: 0,
-        }
-    }
-    fn unsupp() -> Self {
-        Done {
-            status: virtio::VIRTIO_BLK_S_UNSUPP as u8,
-            written: 0,
-        }
-    }
-}
+/// Result of executing one request: bytes written to the guest's data buffers, or why it
+/// failed.
+type Done = Result<u32, RequestError>;
 
 /// A guest buffer segment.
 #[derive(Debug, Clone, Copy)]
@@ -239,8 +221,19 @@ fn total(segs: &[Seg]) -> u64 {
     segs.iter().map(|s| s.len).sum()
 }
 
+/// The guest bytes `[addr, addr + len)` that a copy could not reach.
+fn outside(addr: GuestAddress, len: u64) -> RequestError {
+    RequestError::BufferOutsideMemory { addr: addr.0, len }
+}
+
+/// Where a stream of `segs` falls `missing` bytes short.
+fn short(segs: &[Seg], missing: usize) -> RequestError {
+    let end = segs.last().map_or(0, |s| s.addr.0.saturating_add(s.len));
+    outside(GuestAddress(end), missing as u64)
+}
+
 /// Copies `out.len()` bytes starting `skip` bytes into the stream formed by `segs`.
-fn gather(mem: &GuestMem, segs: &[Seg], mut skip: u64, out: &mut [u8]) -> Result<(), ()> {
+fn gather(mem: &GuestMem, segs: &[Seg], mut skip: u64, out: &mut [u8]) -> Result<(), RequestError> {
     let mut done = 0usize;
     for s in segs {
         if done == out.len() {
@@ -252,21 +245,24 @@ fn gather(mem: &GuestMem, segs: &[Seg], mut skip: u64, out: &mut [u8]) -> Result
         }
         let avail = (s.len - skip) as usize;
         let n = avail.min(out.len() - done);
-        let addr = s.addr.checked_add(skip).ok_or(())?;
+        let addr = s
+            .addr
+            .checked_add(skip)
+            .ok_or_else(|| outside(s.addr, s.len))?;
         mem.read_slice(&mut out[done..done + n], addr)
-            .map_err(|_| ())?;
+            .map_err(|_| outside(addr, n as u64))?;
         done += n;
         skip = 0;
     }
     if done == out.len() {
         Ok(())
     } else {
-        Err(())
+        Err(short(segs, out.len() - done))
     }
 }
 
 /// Copies `data` into the stream formed by `segs` (from its start).
-fn scatter(mem: &GuestMem, segs: &[Seg], data: &[u8]) -> Result<(), ()> {
+fn scatter(mem: &GuestMem, segs: &[Seg], data: &[u8]) -> Result<(), RequestError> {
     let mut done = 0usize;
     for s in segs {
         if done == data.len() {
@@ -274,13 +270,13 @@ fn scatter(mem: &GuestMem, segs: &[Seg], data: &[u8]) -> Result<(), ()> {
         }
         let n = (s.len as usize).min(data.len() - done);
         mem.write_slice(&data[done..done + n], s.addr)
-            .map_err(|_| ())?;
+            .map_err(|_| outside(s.addr, n as u64))?;
         done += n;
     }
     if done == data.len() {
         Ok(())
     } else {
-        Err(())
+        Err(short(segs, data.len() - done))
     }
 }
 
@@ -325,6 +321,53 @@ fn zero_image_range(f: &File, off: u64, len: u64, unmap: bool) -> io::Result<()>
         at += n as u64;
     }
     Ok(())
+}
+
+/// Pops the status byte (the chain's last byte, device-writable, inside guest memory) off
+/// `writable` and returns its address.
+fn take_status_byte(
+    mem: &GuestMem,
+    last_writable: bool,
+    writable: &mut Vec<Seg>,
+) -> Option<GuestAddress> {
+    if !last_writable {
+        return None;
+    }
+    let last = writable.last_mut()?;
+    if last.len == 0 {
+        return None;
+    }
+    let status_addr = last.addr.checked_add(last.len - 1)?;
+    if !GuestMemoryBackend::check_range(mem, status_addr, 1) {
+        return None;
+    }
+    last.len -= 1;
+    if last.len == 0 {
+        writable.pop();
+    }
+    Some(status_addr)
+}
+
+/// `len` bytes are within the `max` one request may move.
+fn check_size(len: u64, max: u64) -> Result<(), RequestError> {
+    if len > max {
+        Err(RequestError::TooLarge { len, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// The request type's name, for messages.
+fn req_name(req_type: u32) -> &'static str {
+    match req_type {
+        virtio::VIRTIO_BLK_T_IN => "IN (read)",
+        virtio::VIRTIO_BLK_T_OUT => "OUT (write)",
+        virtio::VIRTIO_BLK_T_FLUSH => "FLUSH",
+        virtio::VIRTIO_BLK_T_GET_ID => "GET_ID",
+        virtio::VIRTIO_BLK_T_DISCARD => "DISCARD",
+        virtio::VIRTIO_BLK_T_WRITE_ZEROES => "WRITE_ZEROES",
+        _ => "unknown",
+    }
 }
 
 impl BlkDevice {
@@ -399,6 +442,8 @@ impl BlkDevice {
             ranges: RangeLocks::default(),
             faults: Mutex::new(HostFaults::default()),
             bad_ring_reported: AtomicBool::new(false),
+            request_errors: RequestErrorCounters::default(),
+            log_full: AtomicBool::new(false),
             opts,
         })
     }
@@ -444,11 +489,29 @@ impl BlkDevice {
         }
     }
 
-    fn sector_range_ok(&self, sector: u64, len: u64) -> bool {
-        len % SECTOR == 0
-            && sector
-                .checked_add(len / SECTOR)
-                .is_some_and(|end| end <= self.capacity)
+    /// `len` bytes from `sector` are whole sectors inside the disk.
+    fn check_range(&self, sector: u64, len: u64) -> Result<(), RequestError> {
+        if len % SECTOR != 0 {
+            return Err(RequestError::UnalignedLength { len });
+        }
+        let sectors = len / SECTOR;
+        if sector
+            .checked_add(sectors)
+            .is_some_and(|end| end <= self.capacity)
+        {
+            Ok(())
+        } else {
+            Err(RequestError::OutOfRange {
+                sector,
+                sectors,
+                capacity: self.capacity,
+            })
+        }
+    }
+
+    /// Requests that failed so far, per kind (guest errors and host faults alike).
+    pub fn request_errors(&self) -> RequestErrorCounts {
+        self.request_errors.snapshot()
     }
 
     /// Processes one descriptor chain and returns the used length to report.
@@ -458,6 +521,9 @@ impl BlkDevice {
     /// device must not rely on how the driver splits this into descriptors, so the header may
     /// share a descriptor with data and the status byte is the last byte of the last
     /// (device-writable) descriptor.
+    ///
+    /// The one place a status byte is written: a failed request is counted (and the first of
+    /// its kind logged) here.
     fn process_chain<I>(&self, queue: u16, mem: &GuestMem, descs: I, state: &mut QueueState) -> u32
     where
         I: Iterator<Item = Descriptor>,
@@ -480,36 +546,29 @@ impl BlkDevice {
             }
             last_writable = d.is_write_only();
         }
-        // The status byte: without a device-writable last byte there is nowhere to report a
-        // status, so the chain is completed with used len 0.
-        if !last_writable {
-            return 0;
-        }
-        let Some(last) = writable.last_mut() else {
-            return 0;
-        };
-        if last.len == 0 {
-            return 0;
-        }
-        let Some(status_addr) = last.addr.checked_add(last.len - 1) else {
+        // Without a device-writable last byte there is nowhere to report a status, so the
+        // chain is completed with used len 0.
+        let Some(status_addr) = take_status_byte(mem, last_writable, &mut writable) else {
+            self.request_errors
+                .record(queue, &RequestError::NoStatusByte);
             return 0;
         };
-        if !GuestMemoryBackend::check_range(mem, status_addr, 1) {
-            return 0;
-        }
-        last.len -= 1;
-        if last.len == 0 {
-            writable.pop();
-        }
         let done = if misordered {
-            Done::ioerr()
+            Err(RequestError::MisorderedDescriptors)
         } else {
             self.execute(queue, mem, &readable, &writable, state)
         };
-        if mem.write_obj(done.status, status_addr).is_err() {
+        let (status, written) = match done {
+            Ok(n) => (virtio::VIRTIO_BLK_S_OK as u8, n),
+            Err(e) => {
+                self.request_errors.record(queue, &e);
+                (e.status(), 0)
+            }
+        };
+        if mem.write_obj(status, status_addr).is_err() {
             return 0;
         }
-        done.written.saturating_add(1)
+        written.saturating_add(1)
     }
 
     fn execute(
@@ -521,17 +580,19 @@ impl BlkDevice {
         state: &mut QueueState,
     ) -> Done {
         // Every guest address must lie inside guest memory before we touch the image.
-        if !readable
+        if let Some(s) = readable
             .iter()
             .chain(writable)
-            .all(|s| s.len == 0 || GuestMemoryBackend::check_range(mem, s.addr, s.len as usize))
+            .find(|s| s.len != 0 && !GuestMemoryBackend::check_range(mem, s.addr, s.len as usize))
         {
-            return Done::ioerr();
+            return Err(outside(s.addr, s.len));
+        }
+        let read_len = total(readable);
+        if read_len < virtio::OUTHDR_LEN as u64 {
+            return Err(RequestError::ShortHeader { len: read_len });
         }
         let mut hdr = [0u8; virtio::OUTHDR_LEN];
-        if gather(mem, readable, 0, &mut hdr).is_err() {
-            return Done::ioerr(); // header too short (or unreadable)
-        }
+        gather(mem, readable, 0, &mut hdr)?;
         let raw_type = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
         let mut sector_b = [0u8; 8];
         sector_b.copy_from_slice(&hdr[8..16]);
@@ -540,50 +601,50 @@ impl BlkDevice {
         // as a log flag, execute the request normally.
         let barrier = raw_type & virtio::VIRTIO_BLK_T_BARRIER != 0;
         let req_type = raw_type & !virtio::VIRTIO_BLK_T_BARRIER;
-        let out_len = total(readable) - virtio::OUTHDR_LEN as u64;
+        let out_len = read_len - virtio::OUTHDR_LEN as u64;
         let in_len = total(writable);
         let bflag = if barrier { flags::BARRIER } else { 0 };
+        let wrong_dir = |readable| RequestError::WrongDirection {
+            req: req_name(req_type),
+            readable,
+        };
         match req_type {
             virtio::VIRTIO_BLK_T_IN => {
-                if out_len != 0
-                    || in_len > virtio::MAX_IO_BYTES
-                    || !self.sector_range_ok(sector, in_len)
-                {
-                    return Done::ioerr();
+                if out_len != 0 {
+                    return Err(wrong_dir(true));
                 }
+                check_size(in_len, virtio::MAX_IO_BYTES)?;
+                self.check_range(sector, in_len)?;
                 let buf = state.scratch(in_len as usize);
                 if let Err(e) = self.image.read_at(buf, sector * SECTOR) {
-                    self.image_failed("read", sector, &e);
-                    return Done::ioerr();
+                    return Err(self.image_failed("read", sector, &e));
                 }
-                if scatter(mem, writable, buf).is_err() {
-                    return Done::ioerr();
-                }
-                Done::ok(in_len as u32)
+                scatter(mem, writable, buf)?;
+                Ok(in_len as u32)
             }
             virtio::VIRTIO_BLK_T_OUT => {
                 // §5.2.6.2: a device offering VIRTIO_BLK_F_RO must fail writes with IOERR.
-                if self.opts.read_only
-                    || in_len != 0
-                    || out_len > virtio::MAX_IO_BYTES
-                    || !self.sector_range_ok(sector, out_len)
-                {
-                    return Done::ioerr();
+                if self.opts.read_only {
+                    return Err(RequestError::ReadOnly);
                 }
+                if in_len != 0 {
+                    return Err(wrong_dir(false));
+                }
+                check_size(out_len, virtio::MAX_IO_BYTES)?;
+                self.check_range(sector, out_len)?;
                 // Copy the data out of guest memory once; the hash, the image write and the
                 // log all use this buffer, so the guest rewriting its buffer meanwhile can't
                 // make the log disagree with the disk.
                 let buf = state.scratch(out_len as usize);
-                if gather(mem, readable, virtio::OUTHDR_LEN as u64, buf).is_err() {
-                    return Done::ioerr();
-                }
+                gather(mem, readable, virtio::OUTHDR_LEN as u64, buf)?;
                 if out_len == 0 {
-                    return Done::ok(0);
+                    return Ok(0);
                 }
                 let entry = Entry::write(queue, sector, buf, self.durability_flag() | bflag);
                 self.apply_logged(&entry, "write", || {
                     self.image.write_at(buf, sector * SECTOR)
-                })
+                })?;
+                Ok(0)
             }
             virtio::VIRTIO_BLK_T_FLUSH => {
                 // Every record with a seq below `covers` was applied to the image before the
@@ -591,18 +652,17 @@ impl BlkDevice {
                 // the flush are not claimed (Entry::flush). The record is appended after the
                 // fdatasync, with FAILED if it failed, so a failed flush never counts.
                 let covers = self.log.next_seq();
-                let synced = self.opts.read_only
-                    || match self.image.sync_data() {
-                        Ok(()) => true,
-                        Err(e) => {
-                            self.image_failed("fdatasync", 0, &e);
-                            false
-                        }
-                    };
-                let fl = bflag | if synced { 0 } else { flags::FAILED };
+                let sync_err = if self.opts.read_only {
+                    None
+                } else {
+                    self.image
+                        .sync_data()
+                        .err()
+                        .map(|e| self.image_failed("fdatasync", 0, &e))
+                };
+                let fl = bflag | if sync_err.is_none() { 0 } else { flags::FAILED };
                 if let Err(e) = self.log.append(&Entry::flush(queue, fl, covers)) {
-                    self.log_failed(&e);
-                    return Done::ioerr();
+                    return Err(self.log_failed(&e));
                 }
                 // Push the log's buffer to the kernel on every FLUSH, so what a completed
                 // flush covers survives a crash of this process; --durable also survives
@@ -613,18 +673,19 @@ impl BlkDevice {
                     self.log.flush()
                 };
                 if let Err(e) = pushed {
-                    self.log_failed(&e);
-                    return Done::ioerr();
+                    return Err(self.log_failed(&e));
                 }
-                if synced {
-                    Done::ok(0)
-                } else {
-                    Done::ioerr()
+                match sync_err {
+                    None => Ok(0),
+                    Some(e) => Err(e),
                 }
             }
             virtio::VIRTIO_BLK_T_GET_ID => {
-                if out_len != 0 || in_len == 0 {
-                    return Done::ioerr();
+                if out_len != 0 {
+                    return Err(wrong_dir(true));
+                }
+                if in_len == 0 {
+                    return Err(RequestError::NoIdBuffer);
                 }
                 // §5.2.6: 20 bytes, NUL padded; a shorter buffer gets a prefix.
                 let mut id = [0u8; virtio::ID_BYTES];
@@ -632,20 +693,24 @@ impl BlkDevice {
                 let n = s.len().min(virtio::ID_BYTES);
                 id[..n].copy_from_slice(&s[..n]);
                 let n = (in_len as usize).min(virtio::ID_BYTES);
-                if scatter(mem, writable, &id[..n]).is_err() {
-                    return Done::ioerr();
-                }
-                Done::ok(n as u32)
+                scatter(mem, writable, &id[..n])?;
+                Ok(n as u32)
             }
             virtio::VIRTIO_BLK_T_DISCARD | virtio::VIRTIO_BLK_T_WRITE_ZEROES => {
-                self.discard_write_zeroes(queue, mem, req_type, readable, out_len, in_len, bflag)
+                if self.opts.read_only {
+                    return Err(RequestError::ReadOnly);
+                }
+                if in_len != 0 {
+                    return Err(wrong_dir(false));
+                }
+                self.discard_write_zeroes(queue, mem, req_type, readable, out_len, bflag)?;
+                Ok(0)
             }
-            // §5.2.6.2: unknown request types get VIRTIO_BLK_S_UNSUPP.
-            _ => Done::unsupp(),
+            // §5.2.6: a request type the device does not support gets VIRTIO_BLK_S_UNSUPP.
+            _ => Err(RequestError::UnsupportedType { req_type }),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn discard_write_zeroes(
         &self,
         queue: u16,
@@ -653,35 +718,30 @@ impl BlkDevice {
         req_type: u32,
         readable: &[Seg],
         out_len: u64,
-        in_len: u64,
         bflag: u32,
-    ) -> Done {
+    ) -> Result<(), RequestError> {
         let discard = req_type == virtio::VIRTIO_BLK_T_DISCARD;
-        if self.opts.read_only || in_len != 0 {
-            return Done::ioerr();
-        }
         let seg_len = virtio::DWZ_SEG_LEN as u64;
         if out_len == 0 || out_len % seg_len != 0 {
-            return Done::ioerr();
+            return Err(RequestError::BadSegmentList { len: out_len });
         }
         let nseg = out_len / seg_len;
         // Like QEMU: more segments than max_*_seg is UNSUPP.
         if nseg > u64::from(virtio::MAX_DWZ_SEG) {
-            return Done::unsupp();
+            return Err(RequestError::TooManySegments {
+                segments: nseg,
+                max: virtio::MAX_DWZ_SEG,
+            });
         }
         let mut segs = Vec::with_capacity(nseg as usize);
         for i in 0..nseg {
             let mut raw = [0u8; virtio::DWZ_SEG_LEN];
-            if gather(
+            gather(
                 mem,
                 readable,
                 virtio::OUTHDR_LEN as u64 + i * seg_len,
                 &mut raw,
-            )
-            .is_err()
-            {
-                return Done::ioerr();
-            }
+            )?;
             let mut s8 = [0u8; 8];
             s8.copy_from_slice(&raw[0..8]);
             let sector = u64::from_le_bytes(s8);
@@ -689,13 +749,14 @@ impl BlkDevice {
             let fl = u32::from_le_bytes([raw[12], raw[13], raw[14], raw[15]]);
             // §5.2.6.2: unknown flags → UNSUPP; and for DISCARD the unmap flag → UNSUPP.
             if fl & !virtio::VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP != 0 || (discard && fl != 0) {
-                return Done::unsupp();
+                return Err(RequestError::UnsupportedFlags {
+                    req: req_name(req_type),
+                    flags: fl,
+                });
             }
-            if num > virtio::MAX_DWZ_SECTORS
-                || !self.sector_range_ok(sector, u64::from(num) * SECTOR)
-            {
-                return Done::ioerr();
-            }
+            let len = u64::from(num) * SECTOR;
+            check_size(len, u64::from(virtio::MAX_DWZ_SECTORS) * SECTOR)?;
+            self.check_range(sector, len)?;
             segs.push((
                 sector,
                 num,
@@ -719,15 +780,12 @@ impl BlkDevice {
             // Discard deallocates (§5.2.6.2 "MAY deallocate"); we punch a hole, so discarded
             // sectors read back as zeros, which makes replays deterministic. WRITE_ZEROES
             // must read back as zeros; with UNMAP we also deallocate.
-            let d = self.apply_logged(&e, op, || {
+            self.apply_logged(&e, op, || {
                 self.image
                     .zero_range(sector * SECTOR, len, discard || unmap)
-            });
-            if d.status != virtio::VIRTIO_BLK_S_OK as u8 {
-                return d;
-            }
+            })?;
         }
-        Done::ok(0)
+        Ok(())
     }
 
     /// FUA when the device is writethrough: a write is then durable when it completes.
@@ -750,17 +808,11 @@ impl BlkDevice {
         e: &Entry<'_>,
         op: &'static str,
         apply: impl FnOnce() -> io::Result<()>,
-    ) -> Done {
+    ) -> Result<(), RequestError> {
         let _range = self
             .ranges
             .lock(e.sector, e.sector + u64::from(e.len) / SECTOR);
-        let pending = match self.log.prepare(e) {
-            Ok(p) => p,
-            Err(err) => {
-                self.log_failed(&err);
-                return Done::ioerr();
-            }
-        };
+        let pending = self.log.prepare(e).map_err(|err| self.log_failed(&err))?;
         let applied = apply().and_then(|()| {
             if e.flags & flags::FUA != 0 {
                 self.image.sync_data()
@@ -769,29 +821,33 @@ impl BlkDevice {
             }
         });
         if let Err(err) = applied {
-            self.image_failed(op, e.sector, &err);
-            return Done::ioerr();
+            return Err(self.image_failed(op, e.sector, &err));
         }
-        match pending.commit() {
-            Ok(_) => Done::ok(0),
-            Err(err) => {
-                self.log_failed(&err);
-                Done::ioerr()
-            }
-        }
+        pending.commit().map_err(|err| self.log_failed(&err))?;
+        Ok(())
     }
 
-    fn log_failed(&self, e: &writelog::Error) {
+    /// The write log refused a record: printed once, and the request fails.
+    fn log_failed(&self, e: &writelog::Error) -> RequestError {
         let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         if f.log.is_none() {
             eprintln!("blkrec: write log failed, failing guest I/O from now on: {e}");
             f.log = Some(e.to_string());
         }
+        // A full log stays full: its later refusals (Error::Failed) are "full" too.
+        if matches!(e, writelog::Error::Full { .. }) {
+            self.log_full.store(true, Ordering::Relaxed);
+        }
+        if self.log_full.load(Ordering::Relaxed) {
+            RequestError::LogFull
+        } else {
+            RequestError::LogFailed
+        }
     }
 
     /// A guest request failed because the host could not access the image: counted, and
-    /// the first one of each kind printed, so an EIO the guest saw has a reason on the host.
-    fn image_failed(&self, op: &'static str, sector: u64, e: &io::Error) {
+    /// the first one printed, so an EIO the guest saw has a reason on the host.
+    fn image_failed(&self, op: &'static str, sector: u64, e: &io::Error) -> RequestError {
         let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         f.image_errors += 1;
         if f.first_image_error.is_none() {
@@ -802,6 +858,7 @@ impl BlkDevice {
             eprintln!("blkrec: guest I/O failed on the host: {msg}");
             f.first_image_error = Some((msg, e.raw_os_error()));
         }
+        RequestError::image_io(op, sector, e)
     }
 
     /// What went wrong on the host side so far (image and log errors), for the run's

@@ -1,6 +1,7 @@
 //! Unit tests: the device driven through virtio-queue's MockSplitQueue.
 
 use super::*;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::FromRawFd;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -42,21 +43,25 @@ fn harness_on(
     log_data: bool,
     wrap: impl FnOnce(FileImage) -> Arc<dyn Image>,
 ) -> H {
+    let log_opts = LogOptions {
+        log_data,
+        ..LogOptions::default()
+    };
+    harness_log(opts, log_opts, wrap)
+}
+
+/// A harness with these log options.
+fn harness_log(
+    opts: DeviceOptions,
+    log_opts: LogOptions,
+    wrap: impl FnOnce(FileImage) -> Arc<dyn Image>,
+) -> H {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
     // A recognisable initial image: byte = sector number.
     let init: Vec<u8> = (0..IMG_SECTORS * 512).map(|i| (i / 512) as u8).collect();
     std::fs::write(&img, init).unwrap();
-    let log = Arc::new(
-        LogWriter::create(
-            dir.path().join("w.log"),
-            LogOptions {
-                log_data,
-                ..LogOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let log = Arc::new(LogWriter::create(dir.path().join("w.log"), log_opts).unwrap());
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -940,4 +945,233 @@ fn bogus_avail_index_with_event_idx_does_not_hang() {
         }
     });
     assert_eq!(h.vq.used().idx().load(), 0, "nothing was completed");
+}
+
+/// Captures what `tracing` prints while the device runs on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Runs `f` with `tracing` output captured (on this thread).
+fn capture_tracing<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let out = Captured::default();
+    let w = out.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .finish();
+    let r = tracing::subscriber::with_default(sub, f);
+    (r, out.text())
+}
+
+/// Submits, checks that exactly one request error of `kind` was counted and that the status
+/// byte the guest got is `kind.status()`; returns the used length and status.
+fn failing(h: &mut H, kind: K, descs: &[RawDescriptor]) -> (u32, u8) {
+    let before = h.dev.request_errors();
+    let (len, status) = h.submit(descs);
+    let after = h.dev.request_errors();
+    assert_eq!(after.total, before.total + 1, "{kind}: {after:?}");
+    assert_eq!(after.get(kind), before.get(kind) + 1, "{kind}: {after:?}");
+    assert_eq!(status, kind.status(), "{kind}: status byte");
+    (len, status)
+}
+
+use crate::request_error::RequestErrorKind as K;
+
+/// Every malformed request is counted under its own kind, and the status byte the guest got
+/// is the one its kind says; successful requests are not counted.
+#[test]
+fn failed_requests_are_counted_per_kind() {
+    let mut h = harness();
+    let cap = IMG_SECTORS;
+    assert_eq!(h.write(8, &pattern(1, 4096)), (1, OK));
+    assert!(h.dev.request_errors().is_empty());
+
+    // Unaligned length, twice.
+    for _ in 0..2 {
+        h.hdr(VIRTIO_BLK_T_OUT, 0);
+        h.fill(DATA, &[1u8; 100]);
+        let descs = [raw(HDR, 16, 0), raw(DATA, 100, 0), raw(STATUS, 1, W)];
+        assert_eq!(failing(&mut h, K::UnalignedLength, &descs), (1, IOERR));
+    }
+    // Past the end of the disk.
+    h.hdr(VIRTIO_BLK_T_IN, cap - 1);
+    let descs = [raw(HDR, 16, 0), raw(DATA, 1024, W), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::OutOfRange, &descs), (1, IOERR));
+    // Unknown type.
+    h.hdr(42, 0);
+    let descs = [raw(HDR, 16, 0), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::UnsupportedType, &descs), (1, UNSUPP));
+    // Short header.
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    let descs = [raw(HDR, 8, 0), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::ShortHeader, &descs), (1, IOERR));
+    // Misordered descriptors.
+    let descs = [
+        raw(HDR, 16, 0),
+        raw(DATA, 512, W),
+        raw(DATA, 512, 0),
+        raw(STATUS, 1, W),
+    ];
+    assert_eq!(
+        failing(&mut h, K::MisorderedDescriptors, &descs),
+        (1, IOERR)
+    );
+    // OUT with device-writable data.
+    let descs = [raw(HDR, 16, 0), raw(DATA, 512, W), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::WrongDirection, &descs), (1, IOERR));
+    // Outside guest memory.
+    let outside = MEM_SIZE as u64 + 0x1000;
+    let descs = [raw(HDR, 16, 0), raw(outside, 512, 0), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::BufferOutsideMemory, &descs), (1, IOERR));
+    // GET_ID without a buffer.
+    h.hdr(VIRTIO_BLK_T_GET_ID, 0);
+    let descs = [raw(HDR, 16, 0), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::NoIdBuffer, &descs), (1, IOERR));
+    // Discard / write-zeroes payloads.
+    h.hdr(VIRTIO_BLK_T_DISCARD, 0);
+    let descs = [raw(HDR, 16, 0), raw(DATA, 10, 0), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::BadSegmentList, &descs), (1, IOERR));
+    let before = h.dev.request_errors();
+    assert_eq!(h.dwz(VIRTIO_BLK_T_DISCARD, &[(0, 8, 1)]), (1, UNSUPP));
+    assert_eq!(
+        h.dwz(VIRTIO_BLK_T_DISCARD, &[(0, 8, 0), (8, 8, 0)]),
+        (1, UNSUPP)
+    );
+    let big = crate::virtio::MAX_DWZ_SECTORS + 1;
+    assert_eq!(h.dwz(VIRTIO_BLK_T_WRITE_ZEROES, &[(0, big, 0)]), (1, IOERR));
+    let after = h.dev.request_errors();
+    assert_eq!(after.total, before.total + 3);
+    assert_eq!(after.get(K::UnsupportedFlags), 1);
+    assert_eq!(after.get(K::TooManySegments), 1);
+    assert_eq!(after.get(K::TooLarge), 1);
+    assert_eq!(K::UnsupportedFlags.status(), UNSUPP);
+    assert_eq!(K::TooManySegments.status(), UNSUPP);
+    // No status byte: counted, though the guest gets no status.
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(DATA, 512, 0)]), (0, 0xff));
+
+    let c = h.dev.request_errors();
+    let want: BTreeMap<String, u64> = [
+        (K::UnalignedLength, 2),
+        (K::OutOfRange, 1),
+        (K::UnsupportedType, 1),
+        (K::ShortHeader, 1),
+        (K::MisorderedDescriptors, 1),
+        (K::WrongDirection, 1),
+        (K::BufferOutsideMemory, 1),
+        (K::NoIdBuffer, 1),
+        (K::BadSegmentList, 1),
+        (K::UnsupportedFlags, 1),
+        (K::TooManySegments, 1),
+        (K::TooLarge, 1),
+        (K::NoStatusByte, 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.as_str().to_string(), n))
+    .collect();
+    assert_eq!(c.by_kind, want);
+    assert_eq!(c.total, 14);
+    assert_eq!(h.records().len(), 1, "only the good write was logged");
+}
+
+/// The first error of each kind is logged, later ones only counted.
+#[test]
+fn each_kind_is_logged_once() {
+    let mut h = harness();
+    let ((), text) = capture_tracing(|| {
+        for _ in 0..3 {
+            assert_eq!(h.write(0, &[1u8; 100]), (1, IOERR));
+        }
+        h.hdr(7, 0);
+        assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(STATUS, 1, W)]), (1, UNSUPP));
+    });
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("WARN blkrec: guest request failed: data length 100 is not a multiple"),
+        "{text}"
+    );
+    assert!(lines[0].contains("kind=\"unaligned-length\""), "{text}");
+    assert!(
+        lines[1].contains("request type 7 is not supported"),
+        "{text}"
+    );
+    assert_eq!(h.dev.request_errors().get(K::UnalignedLength), 3);
+}
+
+/// Writes to a read-only device count as read-only, whatever the request.
+#[test]
+fn read_only_failures_are_counted() {
+    let mut h = harness_with(
+        DeviceOptions {
+            read_only: true,
+            ..DeviceOptions::default()
+        },
+        false,
+    );
+    h.hdr(VIRTIO_BLK_T_OUT, 0);
+    h.fill(DATA, &[9u8; 512]);
+    let descs = [raw(HDR, 16, 0), raw(DATA, 512, 0), raw(STATUS, 1, W)];
+    assert_eq!(failing(&mut h, K::ReadOnly, &descs), (1, IOERR));
+    assert_eq!(h.dwz(VIRTIO_BLK_T_DISCARD, &[(0, 8, 0)]), (1, IOERR));
+    let c = h.dev.request_errors();
+    assert_eq!((c.total, c.get(K::ReadOnly)), (2, 2));
+    assert_eq!(c.to_string(), "2 (read-only 2)");
+}
+
+/// Host-side failures: image I/O errors carry the errno, a full log says so, and a failed
+/// (finished) log is a log failure.
+#[test]
+fn host_failures_are_counted() {
+    let img = Arc::new(Mutex::new(None::<Arc<FaultImage>>));
+    let keep = img.clone();
+    let mut h = harness_on(DeviceOptions::default(), true, move |f| {
+        let i = Arc::new(FaultImage::new(f));
+        *keep.lock().unwrap() = Some(i.clone());
+        i
+    });
+    let fault = img.lock().unwrap().clone().unwrap();
+    fault.write_errno.store(libc::ENOSPC, Ordering::Relaxed);
+    assert_eq!(h.write(0, &pattern(1, 512)), (1, IOERR));
+    fault.write_errno.store(0, Ordering::Relaxed);
+    fault.sync_errno.store(libc::EIO, Ordering::Relaxed);
+    h.hdr(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(h.submit(&[raw(HDR, 16, 0), raw(STATUS, 1, W)]), (1, IOERR));
+    assert_eq!(h.dev.request_errors().get(K::ImageIo), 2);
+    fault.sync_errno.store(0, Ordering::Relaxed);
+    h.dev.log().finish().unwrap();
+    assert_eq!(h.write(0, &pattern(2, 512)), (1, IOERR));
+    let c = h.dev.request_errors();
+    assert_eq!((c.total, c.get(K::LogFailed)), (3, 1), "{c:?}");
+
+    // A log capped just above its header fills up at the first write.
+    let mut h = harness_log(
+        DeviceOptions::default(),
+        LogOptions {
+            log_data: true,
+            max_bytes: Some(4096),
+            ..LogOptions::default()
+        },
+        |f| Arc::new(f),
+    );
+    assert_eq!(h.write(0, &pattern(3, 8192)), (1, IOERR));
+    assert_eq!(h.write(0, &pattern(4, 8192)), (1, IOERR));
+    let c = h.dev.request_errors();
+    assert_eq!((c.total, c.get(K::LogFull)), (2, 2), "{c:?}");
 }

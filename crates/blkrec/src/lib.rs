@@ -12,9 +12,11 @@ pub mod control;
 pub mod device;
 #[cfg(feature = "frontend")]
 pub mod frontend;
+pub mod request_error;
 pub mod virtio;
 
 pub use device::{BlkDevice, DeviceOptions, FileImage, Gm, GuestMem, HostFaults, Image, Vring};
+pub use request_error::{RequestError, RequestErrorCounts, RequestErrorKind};
 
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -179,10 +181,12 @@ impl Config {
 }
 
 /// What a served connection did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
     /// Records in the log.
     pub records: u64,
+    /// Guest requests that failed, per kind.
+    pub request_errors: RequestErrorCounts,
 }
 
 /// A bound, not yet serving, device (socket exists; a frontend may already connect).
@@ -290,12 +294,16 @@ impl Server {
         drop(self.control.take());
         let _ = std::fs::remove_file(&self.socket);
         let records = self.log.finish()?;
+        let summary = RunSummary {
+            records,
+            request_errors: self.device.request_errors(),
+        };
         match res {
-            Ok(()) => Ok(RunSummary { records }),
+            Ok(()) => Ok(summary),
             // A frontend that goes away mid-message (QEMU killed) is a normal end.
             Err(vhost_user_backend::Error::HandleRequest(
                 vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
-            )) => Ok(RunSummary { records }),
+            )) => Ok(summary),
             Err(e) => Err(Error::Vhost(e.to_string())),
         }
     }

@@ -55,6 +55,14 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    // Warnings (the first failed guest request of each kind) to stderr; BLKREC_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BLKREC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
     let config = Config {
         image: a.image,
         socket: a.socket.clone(),
@@ -129,6 +137,9 @@ fn main() -> ExitCode {
                 "blkrec: frontend disconnected, log flushed ({} records)",
                 s.records
             );
+            if !s.request_errors.is_empty() {
+                eprintln!("blkrec: guest requests failed: {}", s.request_errors);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -8,6 +8,7 @@
 mod exercise;
 mod summary;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,10 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boot_retries: Vec<String>,
     pub error: Option<String>,
+    /// Guest requests the disk backend (blkrec) failed, per kind (its `RequestErrorKind`
+    /// names); only nonzero kinds. Absent: none failed, or the backend counts none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_errors: BTreeMap<String, u64>,
     pub findings: Vec<Finding>,
     /// What the scenario exercised (absent when it did not get to run).
     pub exercise: Option<Exercise>,
@@ -228,6 +233,7 @@ impl Report {
             boot_s: None,
             boot_retries: vec![],
             error: None,
+            request_errors: BTreeMap::new(),
             findings: vec![],
             exercise: None,
             run_dir: run_dir.display().to_string(),

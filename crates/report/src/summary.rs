@@ -44,6 +44,9 @@ impl Report {
         if let Some(e) = &self.error {
             let _ = writeln!(s, "  error: {e}");
         }
+        if let Some(line) = self.request_errors_line() {
+            let _ = writeln!(s, "  {line}");
+        }
         if !self.findings.is_empty() {
             let mut by_class: BTreeMap<FindingClass, usize> = BTreeMap::new();
             for f in &self.findings {
@@ -63,6 +66,22 @@ impl Report {
         let _ = writeln!(s, "  run directory: {}", self.run_dir);
         let _ = writeln!(s, "  reproduce: {}", self.reproduce);
         s
+    }
+
+    /// `guest requests failed by the host: 3 (unaligned-length 2, read-only 1)`, most
+    /// frequent kind first; `None` when none failed.
+    pub fn request_errors_line(&self) -> Option<String> {
+        let total: u64 = self.request_errors.values().sum();
+        if total == 0 {
+            return None;
+        }
+        let mut kinds: Vec<(&String, &u64)> = self.request_errors.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        Some(format!(
+            "guest requests failed by the host: {total} ({})",
+            kinds.join(", ")
+        ))
     }
 
     /// Findings for the summary. Lost blocks are grouped per file: a mutant run can lose

@@ -227,3 +227,35 @@ fn verdicts_have_distinct_exit_codes_apart_from_usage() {
         assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
     }
 }
+
+#[test]
+fn request_errors_are_kept_summarized_and_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let mut r = report(vec![], None);
+    assert!(r
+        .summary()
+        .lines()
+        .all(|l| !l.contains("guest requests failed")));
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert!(v.get("request_errors").is_none(), "none: not written");
+
+    r.request_errors = BTreeMap::from([("read-only".into(), 1), ("unaligned-length".into(), 2)]);
+    r.write(&path).unwrap();
+    assert_eq!(Report::read(&path).unwrap(), r);
+    let s = r.summary();
+    assert!(
+        s.contains("  guest requests failed by the host: 3 (unaligned-length 2, read-only 1)\n"),
+        "{s}"
+    );
+    assert_eq!(
+        r.request_errors_line().as_deref(),
+        s.lines().find(|l| l.contains("failed by")).map(str::trim)
+    );
+
+    // A report written before the field existed still reads.
+    let mut v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    v.as_object_mut().unwrap().remove("request_errors");
+    let old = Report::from_json(&v.to_string(), &path).unwrap();
+    assert!(old.request_errors.is_empty());
+}
