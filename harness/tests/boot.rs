@@ -107,3 +107,65 @@ fn vm_guest_hang_times_out_with_console_tail() {
         String::from_utf8_lossy(&ps.stdout)
     );
 }
+
+/// A kernel given by path as an extracted Debian package (`dpkg-deb -x`), with the modules
+/// folder as such packages have it: no modules.dep and, as in 7.x packages, no
+/// modules.builtin (built-ins come from the package's boot/config-RELEASE). The run must
+/// boot it and leave the user's folder as it was: the index goes into the cache.
+#[test]
+fn vm_smoke_boots_an_extracted_package_given_by_path() {
+    let _l = vm_lock();
+    // The 6.1 package, fetched (or taken from the cache) as `--kernel 6.1` does.
+    let cache = e4race_guest_image::default_cache_dir();
+    let k = e4race_guest_image::kernel::fetch_debian(
+        e4race_guest_image::DEFAULT_SERIES,
+        &cache,
+        &|_: &str| {},
+    )
+    .expect("fetching the default Debian kernel");
+    let rel = &k.release;
+    let modroot = k.modules_root.clone().expect("the package has modules");
+    let pkg_boot = k.image.parent().unwrap();
+    // A package root of our own: links to the package's files, minus the index files.
+    let user = tempfile::tempdir().unwrap();
+    let boot = user.path().join("boot");
+    let lm = user.path().join("lib/modules").join(rel);
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::create_dir_all(&lm).unwrap();
+    let link = |from: std::path::PathBuf, to: std::path::PathBuf| {
+        std::os::unix::fs::symlink(from, to).unwrap();
+    };
+    link(k.image.clone(), boot.join(format!("vmlinuz-{rel}")));
+    link(
+        pkg_boot.join(format!("config-{rel}")),
+        boot.join(format!("config-{rel}")),
+    );
+    link(modroot.join("kernel"), lm.join("kernel"));
+    link(modroot.join("modules.order"), lm.join("modules.order"));
+    let before: Vec<_> = std::fs::read_dir(&lm)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    let runs = tempfile::tempdir().unwrap();
+    let vmlinuz = boot.join(format!("vmlinuz-{rel}"));
+    let o = e4race(
+        &[
+            "run",
+            "smoke",
+            "--kernel",
+            vmlinuz.to_str().unwrap(),
+            "--modules-dir",
+            user.path().to_str().unwrap(),
+        ],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r = report(&run_dir(runs.path()));
+    assert_eq!(r.kernel.release, *rel, "{r:?}");
+    let after: Vec<_> = std::fs::read_dir(&lm)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "the run wrote into the user's modules folder");
+}

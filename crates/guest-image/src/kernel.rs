@@ -251,10 +251,25 @@ pub fn download_deb(
     })
 }
 
+/// The modules folder layouts `--modules-dir` takes, for error messages.
+pub const MODULES_LAYOUTS: &str =
+    "a lib/modules/RELEASE folder (with modules.order, modules.builtin, \
+     modules.dep or a kernel/ subfolder, as Debian packages have), `make modules_install \
+     INSTALL_MOD_PATH=DIR` output (DIR/lib/modules/RELEASE), or an extracted Debian package \
+     (lib/modules/RELEASE or usr/lib/modules/RELEASE below it)";
+
+/// True when `dir` is itself a `lib/modules/RELEASE` folder.
+pub fn is_modules_root(dir: &Path) -> bool {
+    ["modules.order", "modules.builtin", "modules.dep"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+        || dir.join("kernel").is_dir()
+}
+
 /// `lib/modules/RELEASE` or `usr/lib/modules/RELEASE` below `root`, or `root` itself when it
-/// is that folder.
+/// is that folder (see [`MODULES_LAYOUTS`]).
 pub fn find_modules_root(root: &Path, release: &str) -> Option<PathBuf> {
-    if root.join("modules.order").exists() || root.join("modules.builtin").exists() {
+    if is_modules_root(root) {
         return Some(root.to_path_buf());
     }
     for base in ["lib/modules", "usr/lib/modules"] {
@@ -273,6 +288,138 @@ pub fn find_modules_root(root: &Path, release: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// Index files depmod writes; a shadow tree makes its own instead of linking the user's.
+const DEPMOD_OUTPUTS: &[&str] = &[
+    "modules.dep",
+    "modules.dep.bin",
+    "modules.alias",
+    "modules.alias.bin",
+    "modules.softdep",
+    "modules.symbols",
+    "modules.symbols.bin",
+    "modules.devname",
+    "modules.builtin.bin",
+    "modules.builtin.alias.bin",
+    "modules.weakdep",
+];
+
+/// A key for a modules folder's content: every file's path, size and mtime.
+fn tree_key(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_dir() => stack.push(p),
+                Ok(m) => files.push((p, m.len(), m.mtime(), m.mtime_nsec())),
+                Err(_) => {}
+            }
+        }
+    }
+    files.sort();
+    h.update(root.as_os_str().as_encoded_bytes());
+    for (p, len, s, ns) in files {
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update(&len.to_le_bytes());
+        h.update(&s.to_le_bytes());
+        h.update(&ns.to_le_bytes());
+    }
+    h.digest()
+}
+
+/// A modules folder the guest image can use, made in the cache from a user's folder that
+/// lacks `modules.dep` or `modules.builtin`, without writing into the user's folder:
+/// `CACHE/custom-modules/KEY/lib/modules/RELEASE` holds a symlink to each of the user's
+/// entries, `modules.builtin` written from the kernel config when the user has none (Debian
+/// 7.x packages ship none; the config's `=y` lines say what is built in), and depmod's index.
+pub fn shadow_modules(
+    user_root: &Path,
+    release: &str,
+    cache: &Path,
+    config: Option<&str>,
+) -> Result<PathBuf> {
+    let abs = std::fs::canonicalize(user_root).map_err(|e| Error::io("resolving", user_root, e))?;
+    let mut key = xxhash_rust::xxh3::Xxh3::new();
+    key.update(&tree_key(&abs).to_le_bytes());
+    key.update(config.unwrap_or("").as_bytes());
+    let base = cache
+        .join("custom-modules")
+        .join(format!("{:016x}", key.digest()));
+    let dir = base.join("lib/modules").join(release);
+    if base.join(".complete").exists() {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    crate::create_dir(&dir)?;
+    let rd = std::fs::read_dir(&abs).map_err(|e| Error::io("reading", &abs, e))?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if DEPMOD_OUTPUTS.iter().any(|f| name == *f) {
+            continue;
+        }
+        std::os::unix::fs::symlink(e.path(), dir.join(&name))
+            .map_err(|err| Error::io("linking", &dir.join(&name), err))?;
+    }
+    if !dir.join("modules.builtin").exists() {
+        if let Some(cfg) = config {
+            let builtin: String = crate::modules::REQUIRED
+                .iter()
+                .filter(|(_, opt)| cfg.lines().any(|l| l.trim() == format!("{opt}=y")))
+                .map(|(m, _)| format!("kernel/builtin/{m}.ko\n"))
+                .collect();
+            std::fs::write(dir.join("modules.builtin"), builtin)
+                .map_err(|e| Error::io("writing", &dir.join("modules.builtin"), e))?;
+        }
+    }
+    // depmod -b BASE RELEASE reads and writes BASE/lib/modules/RELEASE; it follows the
+    // symlinks into the user's folder for the .ko files and writes its index here.
+    let depmod = host_tools::find_host_tool("depmod").unwrap_or_else(|| "depmod".into());
+    run_tool(
+        Command::new(depmod).arg("-b").arg(&base).arg(release),
+        "depmod",
+        "kmod",
+    )?;
+    std::fs::write(base.join(".complete"), abs.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::io("writing", &base, e))?;
+    Ok(dir)
+}
+
+/// The kernel config that goes with a user's kernel, if one is beside it: `config` or
+/// `config-RELEASE` in the modules folder, `boot/config-RELEASE` of an extracted package,
+/// `config-RELEASE`/`config` next to the bzImage, or a build tree's `.config`
+/// (arch/x86/boot/bzImage → ../../../.config).
+pub fn find_config(bzimage: &Path, modules_root: Option<&Path>, release: &str) -> Option<String> {
+    let mut cands: Vec<PathBuf> = Vec::new();
+    let named = format!("config-{release}");
+    if let Some(r) = modules_root {
+        cands.push(r.join("config"));
+        cands.push(r.join(&named));
+        // PKG/lib/modules/REL and PKG/usr/lib/modules/REL → PKG/boot.
+        for up in [3, 4] {
+            let mut p = r.to_path_buf();
+            for _ in 0..up {
+                p.pop();
+            }
+            cands.push(p.join("boot").join(&named));
+        }
+    }
+    if let Some(d) = bzimage.parent() {
+        cands.push(d.join(&named));
+        cands.push(d.join("config"));
+        cands.push(d.join("../../../.config"));
+    }
+    cands
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| embedded_config(bzimage))
 }
 
 /// Runs `depmod` for a modules folder that is not under `/lib/modules`.
@@ -338,6 +485,129 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("6.1") && msg.contains("6.12"), "{msg}");
         assert!(KernelSpec::parse("6.1", Some("/x".into())).is_err());
+    }
+
+    /// A fake modules folder: `kernel/` with junk .ko files (depmod indexes them anyway).
+    fn fake_modules(root: &Path, with_builtin: bool) {
+        for m in ["fs/ext4/ext4.ko", "drivers/block/virtio_blk.ko"] {
+            let p = root.join("kernel").join(m);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"not an ELF file").unwrap();
+        }
+        if with_builtin {
+            std::fs::write(
+                root.join("modules.builtin"),
+                "kernel/drivers/virtio/virtio_pci.ko\n",
+            )
+            .unwrap();
+        }
+    }
+
+    /// Every file below `root`, relative.
+    fn listing(root: &Path) -> Vec<String> {
+        let mut out = vec![];
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_debian_release_folder_without_index_files_is_a_modules_root() {
+        let t = tempfile::tempdir().unwrap();
+        let rel = t.path().join("usr/lib/modules/7.3.4+deb13-amd64");
+        fake_modules(&rel, false);
+        assert!(is_modules_root(&rel));
+        // The release folder itself, the package root and the folder above lib/modules.
+        assert_eq!(find_modules_root(&rel, "").unwrap(), rel);
+        assert_eq!(find_modules_root(t.path(), "").unwrap(), rel);
+        assert_eq!(find_modules_root(&t.path().join("usr"), "").unwrap(), rel);
+        assert!(find_modules_root(&t.path().join("usr/lib"), "").is_none());
+    }
+
+    #[test]
+    fn the_shadow_tree_indexes_without_writing_into_the_users_folder() {
+        if host_tools::find_host_tool("depmod").is_none() {
+            panic!("depmod (kmod) is needed: apt-get install kmod");
+        }
+        let user = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let rel = user.path().join("lib/modules/7.3.4+deb13-amd64");
+        fake_modules(&rel, false);
+        let before = listing(user.path());
+        let cfg = "CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_CONSOLE=y\n# CONFIG_VIRTIO_BLK is not set\nCONFIG_EXT4_FS=m\n";
+        let dir = shadow_modules(&rel, "7.3.4+deb13-amd64", cache.path(), Some(cfg)).unwrap();
+        assert_eq!(listing(user.path()), before, "the user's folder changed");
+        assert!(dir.starts_with(cache.path()), "{}", dir.display());
+        let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap();
+        assert!(dep.contains("kernel/fs/ext4/ext4.ko:"), "{dep}");
+        let idx = crate::modules::ModuleIndex::load(&dir).unwrap();
+        assert!(idx.is_builtin("virtio_pci") && idx.is_builtin("virtio_console"));
+        assert!(!idx.is_builtin("virtio_blk") && !idx.is_builtin("ext4"));
+        assert!(idx.has_module("ext4") && idx.has_module("virtio_blk"));
+        // The same folder again: the cached tree, no second depmod.
+        std::fs::remove_file(dir.join("modules.dep")).unwrap();
+        let again = shadow_modules(&rel, "7.3.4+deb13-amd64", cache.path(), Some(cfg)).unwrap();
+        assert_eq!(again, dir);
+        assert!(!dir.join("modules.dep").exists(), "it ran depmod again");
+        // A changed module is another tree.
+        std::fs::write(rel.join("kernel/fs/ext4/ext4.ko"), b"rebuilt").unwrap();
+        let changed = shadow_modules(&rel, "7.3.4+deb13-amd64", cache.path(), Some(cfg)).unwrap();
+        assert_ne!(changed, dir);
+        assert!(changed.join("modules.dep").exists());
+    }
+
+    #[test]
+    fn a_users_own_modules_builtin_is_kept() {
+        let user = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        fake_modules(user.path(), true);
+        let dir = shadow_modules(
+            user.path(),
+            "6.99.0",
+            cache.path(),
+            Some("CONFIG_EXT4_FS=y\n"),
+        )
+        .unwrap();
+        let idx = crate::modules::ModuleIndex::load(&dir).unwrap();
+        assert!(idx.is_builtin("virtio_pci"));
+        assert!(
+            !idx.is_builtin("ext4"),
+            "the config must not override modules.builtin"
+        );
+    }
+
+    #[test]
+    fn the_config_is_found_beside_the_kernel_of_an_extracted_package() {
+        let t = tempfile::tempdir().unwrap();
+        let rel = t.path().join("lib/modules/6.99.0");
+        fake_modules(&rel, false);
+        std::fs::create_dir_all(t.path().join("boot")).unwrap();
+        std::fs::write(t.path().join("boot/config-6.99.0"), "CONFIG_EXT4_FS=y\n").unwrap();
+        let bz = t.path().join("boot/vmlinuz-6.99.0");
+        std::fs::write(&bz, b"x").unwrap();
+        assert_eq!(
+            find_config(&bz, Some(&rel), "6.99.0").as_deref(),
+            Some("CONFIG_EXT4_FS=y\n")
+        );
+        // 7.x: vmlinuz and config in usr/lib/modules/RELEASE.
+        let rel7 = t.path().join("usr/lib/modules/7.3.4");
+        fake_modules(&rel7, false);
+        std::fs::write(rel7.join("config"), "CONFIG_VIRTIO_PCI=y\n").unwrap();
+        let bz7 = rel7.join("vmlinuz");
+        std::fs::write(&bz7, b"x").unwrap();
+        assert_eq!(
+            find_config(&bz7, Some(&rel7), "7.3.4").as_deref(),
+            Some("CONFIG_VIRTIO_PCI=y\n")
+        );
     }
 
     #[test]

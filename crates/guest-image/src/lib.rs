@@ -193,7 +193,7 @@ pub fn build(req: &ImageRequest, progress: &dyn Progress) -> Result<GuestImage> 
         KernelSpec::Custom {
             bzimage,
             modules_dir,
-        } => prepare_custom(bzimage, modules_dir.as_deref())?,
+        } => prepare_custom(bzimage, modules_dir.as_deref(), &req.cache_dir)?,
     };
     let mut ir = Initramfs::new();
     for d in [
@@ -257,35 +257,58 @@ pub fn build(req: &ImageRequest, progress: &dyn Progress) -> Result<GuestImage> 
     })
 }
 
-fn prepare_custom(bzimage: &Path, modules_dir: Option<&Path>) -> Result<PreparedKernel> {
-    let modules_root = match modules_dir {
+fn prepare_custom(
+    bzimage: &Path,
+    modules_dir: Option<&Path>,
+    cache: &Path,
+) -> Result<PreparedKernel> {
+    let user_root = match modules_dir {
         Some(d) => Some(
             kernel::find_modules_root(d, "").ok_or_else(|| Error::BadKernel {
                 kernel: bzimage.display().to_string(),
                 detail: format!(
-                    "{} holds no modules folder (expected modules.order, or lib/modules/RELEASE)",
-                    d.display()
+                    "{} holds no modules folder; --modules-dir takes {}",
+                    d.display(),
+                    kernel::MODULES_LAYOUTS
                 ),
             })?,
         ),
-        None => None,
+        // A Debian 7.x package keeps vmlinuz in usr/lib/modules/RELEASE, beside the modules.
+        None => bzimage
+            .parent()
+            .filter(|p| kernel::is_modules_root(p))
+            .map(Path::to_path_buf),
     };
-    let release = modules_root
+    let release = user_root
         .as_ref()
         .and_then(|r| r.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "custom".into());
-    if let Some(root) = &modules_root {
-        if !root.join("modules.dep").exists() {
-            kernel::depmod(root, &release)?;
+    let modules_root = match &user_root {
+        Some(r) if r.join("modules.dep").is_file() && r.join("modules.builtin").is_file() => {
+            Some(r.clone())
         }
-    } else if let Some(cfg) = kernel::embedded_config(bzimage) {
-        let missing = modules::missing_in_config(&cfg, false);
-        if !missing.is_empty() {
-            return Err(Error::MissingConfig {
-                options: missing,
-                where_: format!("the config embedded in {}", bzimage.display()),
-            });
+        // Indexed in the cache; the user's folder is only read.
+        Some(r) => {
+            let config = kernel::find_config(bzimage, Some(r), &release);
+            Some(kernel::shadow_modules(
+                r,
+                &release,
+                cache,
+                config.as_deref(),
+            )?)
+        }
+        None => None,
+    };
+    if modules_root.is_none() {
+        if let Some(cfg) = kernel::embedded_config(bzimage) {
+            let missing = modules::missing_in_config(&cfg, false);
+            if !missing.is_empty() {
+                return Err(Error::MissingConfig {
+                    options: missing,
+                    where_: format!("the config embedded in {}", bzimage.display()),
+                });
+            }
         }
     }
     Ok(PreparedKernel {
