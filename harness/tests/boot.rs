@@ -167,5 +167,8 @@ fn vm_smoke_boots_an_extracted_package_given_by_path() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(before, after, "the run wrote into the user's modules folder");
+    assert_eq!(
+        before, after,
+        "the run wrote into the user's modules folder"
+    );
 }
