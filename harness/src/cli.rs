@@ -276,49 +276,58 @@ pub fn plan(cmd: ScenarioCmd) -> Result<(RunConfig, ScenarioPlan), ConfigError> 
             );
             Ok((common, plan))
         }
-        ScenarioCmd::DefragMmap { common, params } => {
-            let common = RunConfig::try_from(common)?;
-            let seed = params.seed.unwrap_or_else(scenarios::smoke::rand_id);
-            let run_id = scenarios::smoke::rand_id();
-            let plan = ScenarioPlan {
-                seed: Some(seed),
-                run_id: Some(run_id),
-                disk_mib: params.disk_mib(),
-                ..base_plan(
-                    "defrag-mmap",
-                    &common,
-                    params.to_argv(seed),
-                    serde_json::to_value(&params).unwrap_or_default(),
-                    ScenarioKind::DefragMmap(
-                        params.to_params(seed, run_id),
-                        params.mount_options.clone(),
-                    ),
+        ScenarioCmd::DefragMmap { common, params } => race_plan(
+            "defrag-mmap",
+            common,
+            params.seed,
+            params.disk_mib(),
+            |seed| params.to_argv(seed),
+            serde_json::to_value(&params).unwrap_or_default(),
+            |seed, run_id| {
+                ScenarioKind::DefragMmap(
+                    params.to_params(seed, run_id),
+                    params.mount_options.clone(),
                 )
-            };
-            Ok((common, plan))
-        }
-        ScenarioCmd::MigrateMmap { common, params } => {
-            let common = RunConfig::try_from(common)?;
-            let seed = params.seed.unwrap_or_else(scenarios::smoke::rand_id);
-            let run_id = scenarios::smoke::rand_id();
-            let plan = ScenarioPlan {
-                seed: Some(seed),
-                run_id: Some(run_id),
-                disk_mib: params.disk_mib(),
-                ..base_plan(
-                    "migrate-mmap",
-                    &common,
-                    params.to_argv(seed),
-                    serde_json::to_value(&params).unwrap_or_default(),
-                    ScenarioKind::MigrateMmap(
-                        params.to_params(seed, run_id),
-                        params.mount_options.clone(),
-                    ),
+            },
+        ),
+        ScenarioCmd::MigrateMmap { common, params } => race_plan(
+            "migrate-mmap",
+            common,
+            params.seed,
+            params.disk_mib(),
+            |seed| params.to_argv(seed),
+            serde_json::to_value(&params).unwrap_or_default(),
+            |seed, run_id| {
+                ScenarioKind::MigrateMmap(
+                    params.to_params(seed, run_id),
+                    params.mount_options.clone(),
                 )
-            };
-            Ok((common, plan))
-        }
+            },
+        ),
     }
+}
+
+/// A race scenario's plan: a seed (the user's, or a random one that the reproduce command
+/// then fixes), a fresh run id for the block tags, and the scenario's own disk size.
+fn race_plan(
+    name: &str,
+    common: CommonArgs,
+    seed: Option<u64>,
+    disk_mib: u64,
+    argv: impl FnOnce(u64) -> Vec<String>,
+    params: serde_json::Value,
+    kind: impl FnOnce(u64, u64) -> ScenarioKind,
+) -> Result<(RunConfig, ScenarioPlan), ConfigError> {
+    let common = RunConfig::try_from(common)?;
+    let seed = seed.unwrap_or_else(scenarios::smoke::rand_id);
+    let run_id = scenarios::smoke::rand_id();
+    let plan = ScenarioPlan {
+        seed: Some(seed),
+        run_id: Some(run_id),
+        disk_mib,
+        ..base_plan(name, &common, argv(seed), params, kind(seed, run_id))
+    };
+    Ok((common, plan))
 }
 
 /// `e4race ARGS...` (without the program name) as a run's config and plan: what validate
