@@ -203,19 +203,15 @@ impl TryFrom<CommonArgs> for RunConfig {
     /// the mutant and its patch for the series. Ranges are clap's.
     fn try_from(a: CommonArgs) -> Result<Self, ConfigError> {
         let kernel = KernelSpec::parse(&a.kernel, a.modules_dir)?;
-        let ext4 = match (a.mutant, a.ext4_patch) {
-            (None, None) => Ext4Module::Stock,
-            (mutant, patch) => {
-                let KernelSpec::Debian { series } = &kernel else {
-                    return Err(ConfigError::RebuildNeedsDebianKernel);
-                };
-                match (mutant, patch) {
-                    (Some(name), _) => config::resolve_mutant(&name, a.mutants_dir, series)?,
-                    (None, Some(p)) if p.is_file() => Ext4Module::Patch(p),
-                    (None, Some(p)) => return Err(ConfigError::NoSuchPatch(p)),
-                    (None, None) => Ext4Module::Stock,
-                }
+        let ext4 = match (a.mutant, a.ext4_patch, &kernel) {
+            (None, None, _) => Ext4Module::Stock,
+            (_, _, KernelSpec::Custom { .. }) => return Err(ConfigError::RebuildNeedsDebianKernel),
+            // clap refuses --mutant with --ext4-patch.
+            (Some(name), _, KernelSpec::Debian { series }) => {
+                config::resolve_mutant(&name, a.mutants_dir, series)?
             }
+            (None, Some(p), _) if p.is_file() => Ext4Module::Patch(p),
+            (None, Some(p), _) => return Err(ConfigError::NoSuchPatch(p)),
         };
         Ok(RunConfig {
             kernel,

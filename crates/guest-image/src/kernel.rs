@@ -379,14 +379,9 @@ pub fn shadow_modules(
                 .map_err(|e| Error::io("writing", &dir.join("modules.builtin"), e))?;
         }
     }
-    // depmod -b BASE RELEASE reads and writes BASE/lib/modules/RELEASE; it follows the
-    // symlinks into the user's folder for the .ko files and writes its index here.
-    let depmod = host_tools::find_host_tool("depmod").unwrap_or_else(|| "depmod".into());
-    run_tool(
-        Command::new(depmod).arg("-b").arg(&base).arg(release),
-        "depmod",
-        "kmod",
-    )?;
+    // depmod follows the symlinks into the user's folder for the .ko files and writes its
+    // index here.
+    depmod_in(&base, release)?;
     std::fs::write(base.join(".complete"), abs.as_os_str().as_encoded_bytes())
         .map_err(|e| Error::io("writing", &base, e))?;
     Ok(dir)
@@ -431,15 +426,20 @@ pub fn depmod(modroot: &Path, release: &str) -> Result<()> {
     crate::create_dir(&lm)?;
     let abs = std::fs::canonicalize(modroot).map_err(|e| Error::io("resolving", modroot, e))?;
     std::os::unix::fs::symlink(&abs, lm.join(release)).map_err(|e| Error::io("linking", &lm, e))?;
-    // Not found: running plain `depmod` fails with run_tool's "install kmod" message.
-    let depmod = host_tools::find_host_tool("depmod").unwrap_or_else(|| "depmod".into());
-    let r = run_tool(
-        Command::new(depmod).arg("-b").arg(&base).arg(release),
-        "depmod",
-        "kmod",
-    );
+    let r = depmod_in(&base, release);
     let _ = std::fs::remove_dir_all(&base);
     r
+}
+
+/// `depmod -b BASE RELEASE`: indexes and writes `BASE/lib/modules/RELEASE`.
+fn depmod_in(base: &Path, release: &str) -> Result<()> {
+    // Not found: running plain `depmod` fails with run_tool's "install kmod" message.
+    let depmod = host_tools::find_host_tool("depmod").unwrap_or_else(|| "depmod".into());
+    run_tool(
+        Command::new(depmod).arg("-b").arg(base).arg(release),
+        "depmod",
+        "kmod",
+    )
 }
 
 /// Reads the embedded config of a bzImage built with CONFIG_IKCONFIG (what
