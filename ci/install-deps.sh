@@ -30,5 +30,5 @@ if [ -n "$HAVE_UTILS" ] && [ "$HAVE_UTILS" != "$QEMU_VER" ]; then
 fi
 $SUDO apt-get install -y -q --no-install-recommends --allow-downgrades \
   "qemu-system-x86=$QEMU_VER" "qemu-utils=$QEMU_VER" busybox-static e2fsprogs kmod cpio xz-utils \
-  gcc make libc6-dev pahole bc flex bison libelf-dev libssl-dev patch ca-certificates \
+  gcc make libc6-dev pahole bc flex bison libelf-dev libssl-dev patch ca-certificates debian-archive-keyring \
   chromium

@@ -208,7 +208,22 @@ impl TryFrom<CommonArgs> for RunConfig {
             (_, _, KernelSpec::Custom { .. }) => return Err(ConfigError::RebuildNeedsDebianKernel),
             // clap refuses --mutant with --ext4-patch.
             (Some(name), _, KernelSpec::Debian { series }) => {
-                config::resolve_mutant(&name, a.mutants_dir, series)?
+                // A mutant's patch is per series; `latest` is looked up to find its series.
+                let series = if series == "latest" {
+                    let cache = a
+                        .cache_dir
+                        .clone()
+                        .unwrap_or_else(e4race_guest_image::default_cache_dir);
+                    let k = e4race_guest_image::kernel::resolve_debian_package(
+                        series,
+                        &cache,
+                        &|_: &str| {},
+                    )?;
+                    k.series
+                } else {
+                    series.clone()
+                };
+                config::resolve_mutant(&name, a.mutants_dir, &series)?
             }
             (None, Some(p), _) if p.is_file() => Ext4Module::Patch(p),
             (None, Some(p), _) => return Err(ConfigError::NoSuchPatch(p)),

@@ -124,13 +124,19 @@ impl RunConfig {
             .unwrap_or_else(e4race_guest_image::default_cache_dir)
     }
 
-    /// A Debian series that apt knows no package for (`--kernel 9.9`) is a usage error, told
-    /// before anything runs. Anything else apt says (no apt, no lists) is left to the run,
-    /// which reports it as INFRA-ERROR with its artifacts.
+    /// A Debian series that neither the host's apt nor e4race's own suites serve
+    /// (`--kernel 9.9`) is a usage error, told before anything runs. Anything else apt says
+    /// (no apt, no network) is left to the run, which reports it as INFRA-ERROR with its
+    /// artifacts.
     pub fn check_kernel_exists(&self) -> Result<(), ConfigError> {
         if let KernelSpec::Debian { series } = &self.kernel {
+            let quiet = |_: &str| {};
             if let Err(e @ e4race_guest_image::Error::UnknownKernel { .. }) =
-                e4race_guest_image::kernel::resolve_debian_package(series)
+                e4race_guest_image::kernel::resolve_debian_package(
+                    series,
+                    &self.cache_dir(),
+                    &quiet,
+                )
             {
                 return Err(e.into());
             }

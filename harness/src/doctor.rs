@@ -56,10 +56,28 @@ pub async fn doctor(kernel: &str, reprobe: bool) -> i32 {
         }
         _ => println!("  kernels    none cached yet (the first run fetches them)"),
     }
-    for series in image::KNOWN_SERIES {
-        match image::kernel::resolve_debian_package(series) {
-            Ok((pkg, ver)) => println!("  apt        --kernel {series}: {pkg} {ver}"),
-            Err(e) => println!("  apt        --kernel {series}: {e}"),
+    // Every series Debian serves: the host's apt, then e4race's own suites in the cache.
+    let archive = debian_archive::Archive::new(&cache);
+    match archive.newest_per_series(&|s: &str| eprintln!("{s}")) {
+        Ok(ks) => {
+            for k in &ks {
+                let tested = if image::KNOWN_SERIES.contains(&k.series.as_str()) {
+                    ""
+                } else {
+                    " (untested)"
+                };
+                println!(
+                    "  fetchable  --kernel {:<6} {} {} [{}]{tested}",
+                    k.series, k.package.name, k.package.version, k.package.source
+                );
+            }
+            if let Some(k) = ks.iter().max_by_key(|k| k.sort_key()) {
+                println!("  fetchable  --kernel latest = {}", k.release);
+            }
+        }
+        Err(e) => {
+            ok = false;
+            println!("  fetchable  cannot list Debian's kernels: {e}");
         }
     }
     let root = crate::config::mutants_root(None);

@@ -35,6 +35,8 @@ pub async fn ext4_module_for(
                 .map(|f| r.join(f))
                 .find(|f| f.exists())
         });
+        // `latest` names no series; the release does.
+        let series = debian_archive::series_of(&k.release).unwrap_or(series);
         let mut req = mutant::BuildRequest::new(&k.release, &series, &patch, cache.join("mutants"));
         req.stock_module = stock;
         p.step(&format!(

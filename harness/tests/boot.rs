@@ -56,6 +56,23 @@ fn vm_smoke_passes_on_6_12() {
     );
 }
 
+/// Debian 7.x splits the kernel into linux-image (a meta package), linux-binary (vmlinuz
+/// under usr/lib/modules/RELEASE) and linux-modules, served from suites the tool configures
+/// in its own apt state (trixie-backports here). `--kernel 7.3` must fetch all three parts and
+/// boot them, with the drivers' built-in state taken from linux-base's config.
+#[test]
+fn vm_smoke_passes_on_debian_7_3() {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(&["run", "smoke", "--kernel", "7.3"], runs.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("PASS: smoke on 7.3."), "{out}");
+    let r = report(&run_dir(runs.path()));
+    assert!(r.kernel.release.starts_with("7.3."), "{r:?}");
+    assert_eq!(smoke_exercise(&r).host.lost_blocks, 0);
+}
+
 /// A kernel panic ends the run as KERNEL-ERROR (exit 3) with the panic line, not as a
 /// bug finding and not as our own failure.
 #[test]

@@ -8,7 +8,8 @@ use crate::{run_tool, Error, Progress, Result};
 /// Which kernel to boot, as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSpec {
-    /// A Debian `linux-image-*-amd64` package of this series ("6.1", "6.12"), newest build.
+    /// A Debian `linux-image-*-amd64` package of this series ("6.1", "6.12", "7.3"), newest
+    /// build; "latest" is the newest kernel Debian serves.
     Debian { series: String },
     /// A user's bzImage, with an optional `lib/modules/RELEASE` folder (or a folder that holds
     /// `lib/modules/RELEASE`).
@@ -18,18 +19,16 @@ pub enum KernelSpec {
     },
 }
 
-/// The Debian series the tool knows how to fetch; any other series that apt knows works too.
-pub const KNOWN_SERIES: &[&str] = &["6.1", "6.12"];
+/// The Debian series e4race is tested on; any other series Debian serves works too
+/// (`e4race doctor` lists them).
+pub const KNOWN_SERIES: &[&str] = &["6.1", "6.12", "7.2", "7.3"];
 /// The kernel used when the user names none.
 pub const DEFAULT_SERIES: &str = "6.1";
 
 impl KernelSpec {
     /// Parses `--kernel`: a series such as `6.12`, or a path to a bzImage.
     pub fn parse(s: &str, modules_dir: Option<PathBuf>) -> Result<Self> {
-        let looks_like_series = !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_digit() || c == '.')
-            && s.contains('.')
-            && !Path::new(s).exists();
+        let looks_like_series = debian_archive::is_series_name(s) && !Path::new(s).exists();
         if looks_like_series {
             if modules_dir.is_some() {
                 return Err(Error::Usage(
@@ -71,7 +70,7 @@ fn available_hint() -> String {
             s.push_str(&format!("; cached: {}", cached.join(", ")));
         }
     }
-    s.push_str("; or a path to your own bzImage");
+    s.push_str("; `latest` (the newest Debian kernel); or a path to your own bzImage");
     s
 }
 
@@ -104,150 +103,105 @@ pub fn cached_kernels(cache: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Finds the newest `linux-image-<series>...-amd64` package apt knows about.
-pub fn resolve_debian_package(series: &str) -> Result<(String, String)> {
-    let out = Command::new("apt-cache")
-        .args(["pkgnames", &format!("linux-image-{series}")])
-        .output()
-        .map_err(|e| Error::ToolMissing {
-            tool: "apt-cache".into(),
-            package: "apt".into(),
-            detail: e.to_string(),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut best: Option<(Vec<u64>, String)> = None;
-    for name in text.lines().map(str::trim) {
-        let Some(rest) = name.strip_prefix("linux-image-") else {
-            continue;
-        };
-        let Some(release) = rest.strip_suffix("-amd64") else {
-            continue;
-        };
-        // Only the plain flavour: not -rt, -cloud, -dbg or -unsigned builds.
-        let after_series = &release[series.len().min(release.len())..];
-        if !(after_series.starts_with('.') || after_series.starts_with('-'))
-            || release.contains("cloud")
-            || release.contains("-rt")
-        {
-            continue;
-        }
-        let key: Vec<u64> = release
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        if best.as_ref().is_none_or(|(k, _)| key > *k) {
-            best = Some((key, name.to_string()));
+/// The kernel package `--kernel SERIES` names (`6.1`, `7.3`, `latest`): the newest build, from
+/// the host's apt or e4race's own apt state (crate `debian-archive`).
+pub fn resolve_debian_package(
+    series: &str,
+    cache: &Path,
+    progress: &dyn Progress,
+) -> Result<debian_archive::KernelPackage> {
+    let archive = debian_archive::Archive::new(cache);
+    archive
+        .resolve_kernel(series, &|s: &str| progress.step(s))
+        .map_err(|e| match e {
+            debian_archive::Error::UnknownSeries { asked, available } => Error::UnknownKernel {
+                asked,
+                available: format!("Debian series {available}; or a path to your own bzImage"),
+            },
+            other => Error::Archive(other),
+        })
+}
+
+/// The packages that make up a kernel. Up to 6.x, `linux-image-RELEASE` holds the kernel and
+/// its modules. From 7.x it is a meta-package: the kernel is in `linux-binary-RELEASE`
+/// (`usr/lib/modules/RELEASE/vmlinuz`, no /boot), the modules in `linux-modules-RELEASE`, and
+/// the config, modules.builtin and modules.order in `linux-base-RELEASE`, all at the image's
+/// version.
+pub fn kernel_parts(image: &debian_archive::Package, release: &str) -> Vec<String> {
+    let mut parts = vec![image.name.clone()];
+    for part in ["linux-binary-", "linux-modules-", "linux-base-"] {
+        let name = format!("{part}{release}");
+        if image.depends.contains(&name) {
+            parts.push(name);
         }
     }
-    let Some((_, pkg)) = best else {
-        return Err(Error::UnknownKernel {
-            asked: series.into(),
-            available: format!(
-                "{} — apt knows no linux-image-{series}*-amd64 package; run `apt-get update` first, \
-                 or pick another series",
-                available_hint()
-            ),
-        });
-    };
-    let policy = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", &pkg])
-        .output()
-        .map_err(|e| Error::Io {
-            what: "running apt-cache show".into(),
-            source: e,
-        })?;
-    let version = String::from_utf8_lossy(&policy.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("Version: ").map(str::to_string))
-        .unwrap_or_else(|| "unknown".into());
-    Ok((pkg, version))
+    parts
 }
 
 /// Downloads and extracts a Debian kernel into `cache/kernels/PKG_VERSION/`.
 pub fn fetch_debian(series: &str, cache: &Path, progress: &dyn Progress) -> Result<PreparedKernel> {
-    let (pkg, version) = resolve_debian_package(series)?;
-    let release = pkg.strip_prefix("linux-image-").unwrap_or(&pkg).to_string();
+    let k = resolve_debian_package(series, cache, progress)?;
+    let (pkg, version, release) = (&k.package.name, &k.package.version, &k.release);
     let dir = cache.join("kernels").join(format!("{pkg}_{version}"));
     let origin = format!("{pkg} {version}");
     if !dir.join(".complete").exists() {
+        let archive = debian_archive::Archive::new(cache);
         let debs = cache.join("debs");
         crate::create_dir(&debs)?;
-        let deb = download_deb(&pkg, &version, &debs, progress)?;
+        let log = |s: &str| progress.step(s);
+        let mut files = Vec::new();
+        for name in kernel_parts(&k.package, release) {
+            let part = if name == *pkg {
+                k.package.clone()
+            } else {
+                archive.find(&name, Some(version), &log)?
+            };
+            files.push(archive.download(&part, &debs, &log)?);
+        }
         progress.step(&format!("extracting {pkg}"));
         let tmp = dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         crate::create_dir(&tmp)?;
-        run_tool(
-            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp),
-            "dpkg-deb",
-            "dpkg",
-        )?;
-        let modroot = find_modules_root(&tmp, &release).ok_or_else(|| Error::BadKernel {
+        for deb in &files {
+            run_tool(
+                Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp),
+                "dpkg-deb",
+                "dpkg",
+            )?;
+        }
+        let modroot = find_modules_root(&tmp, release).ok_or_else(|| Error::BadKernel {
             kernel: origin.clone(),
             detail: format!("the package has no lib/modules/{release}"),
         })?;
         // Debian packages do not ship modules.dep; depmod makes it (docs/facts.md §3).
-        depmod(&modroot, &release)?;
+        depmod(&modroot, release)?;
         std::fs::write(tmp.join(".complete"), &origin)
             .map_err(|e| Error::io("writing", &tmp, e))?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(|e| Error::io("renaming", &dir, e))?;
     }
-    let image = dir.join("boot").join(format!("vmlinuz-{release}"));
-    if !image.is_file() {
-        return Err(Error::BadKernel {
-            kernel: origin,
-            detail: format!("no {} in the package", image.display()),
-        });
-    }
-    Ok(PreparedKernel {
-        modules_root: find_modules_root(&dir, &release),
-        release,
-        image,
-        origin,
-        package_version: Some(version),
-    })
-}
-
-/// `apt-get download PKG=VERSION` into `dir`, reusing a file already there.
-pub fn download_deb(
-    pkg: &str,
-    version: &str,
-    dir: &Path,
-    progress: &dyn Progress,
-) -> Result<PathBuf> {
-    let prefix = format!("{pkg}_{}_", version.replace(':', "%3a"));
-    let existing = |dir: &Path| -> Option<PathBuf> {
-        std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
-    };
-    if let Some(p) = existing(dir) {
-        return Ok(p);
-    }
-    progress.step(&format!("downloading {pkg} {version} (apt-get download)"));
-    // APT's sandbox user cannot write into root's cache; download as the caller.
-    run_tool(
-        Command::new("apt-get")
-            .current_dir(dir)
-            .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
-            .arg(format!("{pkg}={version}")),
-        "apt-get download",
-        "apt",
-    )?;
-    existing(dir).ok_or_else(|| Error::BadKernel {
-        kernel: pkg.into(),
+    let modules_root = find_modules_root(&dir, release);
+    // 6.x: boot/vmlinuz-RELEASE; 7.x: usr/lib/modules/RELEASE/vmlinuz.
+    let image = [
+        Some(dir.join("boot").join(format!("vmlinuz-{release}"))),
+        modules_root.as_ref().map(|r| r.join("vmlinuz")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file())
+    .ok_or_else(|| Error::BadKernel {
+        kernel: origin.clone(),
         detail: format!(
-            "apt-get download left no {prefix}*.deb in {}",
+            "no boot/vmlinuz-{release} or usr/lib/modules/{release}/vmlinuz in {}",
             dir.display()
         ),
+    })?;
+    Ok(PreparedKernel {
+        modules_root,
+        release: release.clone(),
+        image,
+        origin,
+        package_version: Some(version.clone()),
     })
 }
 

@@ -40,6 +40,8 @@ pub enum Error {
     UnknownKernel { asked: String, available: String },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Archive(#[from] debian_archive::Error),
     #[error(
         "the kernel lacks what the guest needs: {}. Rebuild it with these options set to y \
          (or m, and pass --modules-dir). Looked in {where_}", options.join(", ")

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         let m = mutant::Mutant::find(&root, name)?;
         let release = match args.get(2) {
             Some(r) => r.clone(),
-            None => mutant::newest_kernel_release(series)?,
+            None => mutant::newest_kernel_release(series, &mutant::default_archive())?,
         };
         let req = mutant::BuildRequest::new(
             release,

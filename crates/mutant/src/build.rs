@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use debian_archive::{Archive, Package};
 use sha2::{Digest, Sha256};
 
 use crate::cmd::{self, capture, io_err, mkdir, pipe, rmtree, run_logged, tail};
@@ -38,6 +39,8 @@ pub struct BuildRequest {
     /// The stock ext4.ko (or .ko.xz) to compare vermagic with. `None`: the module is taken from
     /// `linux-image-<kernel_release>`, downloaded into the cache.
     pub stock_module: Option<PathBuf>,
+    /// Where packages come from: the host's apt, then e4race's own apt state (7.x kernels).
+    pub archive: Archive,
 }
 
 impl BuildRequest {
@@ -47,12 +50,16 @@ impl BuildRequest {
         patch: impl Into<PathBuf>,
         cache_dir: impl Into<PathBuf>,
     ) -> Self {
+        let cache_dir: PathBuf = cache_dir.into();
+        // The module cache is CACHE/mutants; the apt state is CACHE/apt beside it.
+        let archive = Archive::new(cache_dir.parent().unwrap_or(&cache_dir));
         BuildRequest {
             kernel_release: kernel_release.into(),
             series: series.into(),
             patch: patch.into(),
-            cache_dir: cache_dir.into(),
+            cache_dir,
             stock_module: None,
+            archive,
         }
     }
 }
@@ -69,6 +76,12 @@ pub fn default_cache_dir() -> PathBuf {
         PathBuf::from(home).join(".cache/e4race")
     };
     root.join("mutants")
+}
+
+/// The archive whose own apt state sits beside [`default_cache_dir`] (`CACHE/apt`).
+pub fn default_archive() -> Archive {
+    let cache = default_cache_dir();
+    Archive::new(cache.parent().unwrap_or(&cache))
 }
 
 /// Where, relative to the cache folder, the module for this kernel and patch is kept:
@@ -118,7 +131,12 @@ pub fn build_ext4_module(
     }
     cmd::preflight()?;
     // The kernel image's Debian version picks the matching source and headers.
-    let version = apt_version(&format!("linux-image-{}", req.kernel_release), None)?;
+    let image = req.archive.find(
+        &format!("linux-image-{}", req.kernel_release),
+        None,
+        progress,
+    )?;
+    let version = image.version.clone();
     let started = Instant::now();
     let debs = req.cache_dir.join("debs");
     mkdir(&debs)?;
@@ -271,98 +289,25 @@ fn publish(work: &Path, done: &Path) -> Result<(), BuildError> {
     std::fs::rename(work, done).map_err(|e| io_err("renaming to", done, e))
 }
 
-/// The Debian version of `pkg`: with `want`, that version if apt has it (else an error);
-/// without, the candidate.
-fn apt_version(pkg: &str, want: Option<&str>) -> Result<String, BuildError> {
-    let spec = match want {
-        Some(v) => format!("{pkg}={v}"),
-        None => pkg.to_string(),
-    };
-    let (st, out) = capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec]))?;
-    let version = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Version: ").map(|v| v.trim().to_string()));
-    match version {
-        Some(v) if st.success() => Ok(v),
-        _ => Err(BuildError::UnknownPackage {
-            package: spec,
-            output: out.trim().to_string(),
-        }),
-    }
-}
-
-/// The `Depends:` of one package version, first alternative of each, names only.
-fn apt_depends(pkg: &str, version: &str) -> Result<Vec<String>, BuildError> {
-    let spec = format!("{pkg}={version}");
-    let (st, out) = capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec]))?;
-    if !st.success() {
-        return Err(BuildError::UnknownPackage {
-            package: spec,
-            output: out.trim().to_string(),
-        });
-    }
-    Ok(out
-        .lines()
-        .find_map(|l| l.strip_prefix("Depends: "))
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|d| d.split('|').next())
-        .filter_map(|d| d.split_whitespace().next())
-        .map(str::to_string)
-        .collect())
-}
-
-/// `apt-get download PKG=VERSION` into `debs`, reusing a file already there.
-fn download(
+/// `pkg` at `want` if the archive has that version, else its candidate (with a warning).
+fn find_version(
+    archive: &Archive,
     pkg: &str,
-    version: &str,
-    debs: &Path,
+    want: &str,
     progress: &dyn Fn(&str),
-) -> Result<PathBuf, BuildError> {
-    let prefix = format!("{pkg}_{}_", version.replace(':', "%3a"));
-    let existing = |dir: &Path| -> Option<PathBuf> {
-        std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
-    };
-    if let Some(p) = existing(debs) {
-        return Ok(p);
-    }
-    progress(&format!("downloading {pkg} {version}"));
-    // Download into a private folder first: apt-get leaves partial files on failure.
-    let tmp = debs.join(format!(".partial-{pkg}-{}", unique()));
-    rmtree(&tmp)?;
-    mkdir(&tmp)?;
-    let spec = format!("{pkg}={version}");
-    // APT's sandbox user (_apt) may not be able to write into the caller's cache.
-    let (st, out) = capture(Command::new("apt-get").current_dir(&tmp).args([
-        "-q",
-        "-o",
-        "APT::Sandbox::User=root",
-        "download",
-        &spec,
-    ]))?;
-    let got = existing(&tmp);
-    let result = match got {
-        Some(p) if st.success() => {
-            let dest = debs.join(p.file_name().unwrap_or_default());
-            std::fs::rename(&p, &dest)
-                .map_err(|e| io_err("moving to", &dest, e))
-                .map(|_| dest)
+) -> Result<Package, BuildError> {
+    match archive.find(pkg, Some(want), progress) {
+        Ok(p) => Ok(p),
+        Err(_) => {
+            let p = archive.find(pkg, None, progress)?;
+            progress(&format!(
+                "warning: apt has no {pkg} {want} (the kernel's version); using {}, whose \
+                 fs/ext4 may differ from the running kernel's",
+                p.version
+            ));
+            Ok(p)
         }
-        _ => Err(BuildError::Download {
-            spec,
-            output: out.trim().to_string(),
-        }),
-    };
-    let _ = std::fs::remove_dir_all(&tmp);
-    result
+    }
 }
 
 /// Extracts `fs/ext4` of `linux-source-<series>` (the version of the kernel image if apt has
@@ -374,17 +319,8 @@ fn ensure_source(
     progress: &dyn Fn(&str),
 ) -> Result<(PathBuf, String), BuildError> {
     let pkg = format!("linux-source-{}", req.series);
-    let src_version = match apt_version(&pkg, Some(version)) {
-        Ok(v) => v,
-        Err(_) => {
-            let v = apt_version(&pkg, None)?;
-            progress(&format!(
-                "warning: apt has no {pkg} {version} (the kernel's version); using {v}, whose \
-                 fs/ext4 may differ from the running kernel's"
-            ));
-            v
-        }
-    };
+    let source = find_version(&req.archive, &pkg, version, progress)?;
+    let src_version = source.version.clone();
     let name = format!("{pkg}_{src_version}");
     let dir = req.cache_dir.join("source").join(&name);
     let ext4 = dir.join("fs/ext4");
@@ -392,7 +328,7 @@ fn ensure_source(
     if dir.join(".complete").exists() {
         return Ok((ext4, label));
     }
-    let deb = download(&pkg, &src_version, debs, progress)?;
+    let deb = req.archive.download(&source, debs, progress)?;
     progress(&format!("extracting fs/ext4 from {label}"));
     let tmp = dir.with_extension(format!("tmp-{}", unique()));
     rmtree(&tmp)?;
@@ -506,17 +442,20 @@ fn ensure_headers(
         .join(format!("linux-headers-{}", req.kernel_release));
     if !root.join(".complete").exists() {
         let main = format!("linux-headers-{}", req.kernel_release);
+        let headers = req.archive.find(&main, Some(version), progress)?;
         let mut pkgs = vec![main.clone()];
         pkgs.extend(
-            apt_depends(&main, version)?
-                .into_iter()
-                .filter(|d| d.starts_with("linux-headers-") || d.starts_with("linux-kbuild-")),
+            headers
+                .depends
+                .iter()
+                .filter(|d| d.starts_with("linux-headers-") || d.starts_with("linux-kbuild-"))
+                .cloned(),
         );
         let mut files = Vec::new();
         for pkg in &pkgs {
             // All of them come from the same source package and share its version.
-            let v = apt_version(pkg, Some(version)).or_else(|_| apt_version(pkg, None))?;
-            files.push(download(pkg, &v, debs, progress)?);
+            let p = find_version(&req.archive, pkg, version, progress)?;
+            files.push(req.archive.download(&p, debs, progress)?);
         }
         progress(&format!("extracting headers for {}", req.kernel_release));
         let tmp = root.with_extension(format!("tmp-{}", unique()));
@@ -601,7 +540,11 @@ fn stock_vermagic(
         }
     }
     let pkg = format!("linux-image-{}", req.kernel_release);
-    let deb = download(&pkg, version, debs, progress)?;
+    let deb = req.archive.download(
+        &req.archive.find(&pkg, Some(version), progress)?,
+        debs,
+        progress,
+    )?;
     progress(&format!("extracting the stock ext4 module from {pkg}"));
     let tmp = dir.with_extension(format!("tmp-{}", unique()));
     rmtree(&tmp)?;
@@ -693,27 +636,10 @@ fn find_file(dir: &Path, suffix: &str) -> Option<PathBuf> {
     None
 }
 
-/// The newest `linux-image-<series>.*-amd64` release apt knows (plain flavour, not -rt, -cloud,
-/// -dbg or -unsigned), e.g. "6.1.0-56-amd64" for "6.1".
-pub fn newest_kernel_release(series: &str) -> Result<String, BuildError> {
-    let prefix = format!("linux-image-{series}.");
-    let (st, out) = capture(Command::new("apt-cache").args(["pkgnames", &prefix]))?;
-    let best = out
-        .lines()
-        .filter(|_| st.success())
-        .filter_map(|n| n.trim().strip_prefix("linux-image-"))
-        .filter_map(|r| r.strip_suffix("-amd64").map(|b| (r, b)))
-        .filter(|(_, base)| !base.contains("cloud") && !base.contains("-rt"))
-        .max_by_key(|(_, base)| {
-            base.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|s| s.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .map(|(r, _)| r.to_string());
-    best.ok_or_else(|| BuildError::UnknownPackage {
-        package: format!("{prefix}*-amd64"),
-        output: "no such package in the apt lists".into(),
-    })
+/// The newest plain amd64 kernel release of `series` (or `latest`) that Debian serves, e.g.
+/// "6.1.0-56-amd64" for "6.1" (crate `debian-archive`: the host's apt, then e4race's own).
+pub fn newest_kernel_release(series: &str, archive: &Archive) -> Result<String, BuildError> {
+    Ok(archive.resolve_kernel(series, &|_| {})?.release)
 }
 
 #[cfg(test)]

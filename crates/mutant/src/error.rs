@@ -18,17 +18,6 @@ pub enum BuildError {
          install them with `apt-get install {packages}`"
     )]
     MissingTools { tools: String, packages: String },
-    #[error(
-        "apt does not know package {package}: {output}\nRun `apt-get update`; check the kernel \
-         release with `apt-cache search linux-image-` (bookworm and bookworm-security must be in \
-         the apt sources)"
-    )]
-    UnknownPackage { package: String, output: String },
-    #[error(
-        "package download failed: `apt-get download {spec}`: {output}\nCheck network access to \
-         the Debian mirrors and run `apt-get update`"
-    )]
-    Download { spec: String, output: String },
     #[error("extracting {what} failed; log: {}\n{tail}", log.display())]
     Extract {
         what: String,
@@ -65,6 +54,8 @@ pub enum BuildError {
         stock: String,
         headers: PathBuf,
     },
+    #[error(transparent)]
+    Archive(#[from] debian_archive::Error),
     #[error("`{command}` failed: {output}")]
     Tool { command: String, output: String },
     #[error("{context}: {source}")]

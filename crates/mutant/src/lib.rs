@@ -16,7 +16,7 @@ mod def;
 mod error;
 
 pub use build::{
-    build_ext4_module, cache_key, default_cache_dir, module_vermagic, newest_kernel_release,
-    BuildError, BuildRequest,
+    build_ext4_module, cache_key, default_archive, default_cache_dir, module_vermagic,
+    newest_kernel_release, BuildError, BuildRequest,
 };
 pub use def::{list, LoadError, Mutant, MUTANT_FILE};

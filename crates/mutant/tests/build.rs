@@ -27,8 +27,9 @@ fn cache() -> PathBuf {
 
 fn release(series: &str) -> String {
     let var = format!("E4RACE_TEST_KERNEL_{}", series.replace('.', "_"));
-    std::env::var(var)
-        .unwrap_or_else(|_| newest_kernel_release(series).expect("apt knows the series"))
+    std::env::var(var).unwrap_or_else(|_| {
+        newest_kernel_release(series, &mutant::default_archive()).expect("apt knows the series")
+    })
 }
 
 fn log(s: &str) {
