@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::cmd::{self, capture, io_err, mkdir, pipe, rmtree, run_logged, tail};
 use crate::def::is_series;
 pub use crate::error::BuildError;
+use crate::tree::{self, Kbuild};
 
 /// What to build: ext4.ko for one stock kernel with one patch against `fs/ext4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,17 +150,48 @@ pub fn build_ext4_module(
     cmd::copy_tree(&source_dir, &tree.join("fs/ext4"))?;
     std::fs::write(work.join("patch.diff"), &patch_bytes)
         .map_err(|e| io_err("writing", &work.join("patch.diff"), e))?;
-    apply_patch(&tree, &work, &req.patch, &source_package)?;
+    if patch_bytes.iter().all(u8::is_ascii_whitespace) {
+        // An empty patch rebuilds the stock source: the control for a mutant, compiled by
+        // the same compiler and kbuild as the mutant itself.
+        std::fs::write(
+            work.join("patch.log"),
+            "empty patch: the stock fs/ext4, rebuilt\n",
+        )
+        .map_err(|e| io_err("writing", &work.join("patch.log"), e))?;
+    } else {
+        apply_patch(&tree, &work, &req.patch, &source_package)?;
+    }
 
-    // 2. Headers and kbuild of exactly this kernel.
+    // 2. Headers and kbuild of exactly this kernel; for a kernel built by a newer gcc than
+    // the host's (Debian 7.x), a source tree configured from those headers instead (tree.rs).
     let headers = ensure_headers(req, &version, &debs, progress)?;
+    let kbuild = if tree::needs_prepared_tree(&headers) {
+        let source = find_version(
+            &req.archive,
+            &format!("linux-source-{}", req.series),
+            &version,
+            progress,
+        )?;
+        let deb = req.archive.download(&source, &debs, progress)?;
+        tree::ensure_prepared(
+            &req.cache_dir,
+            &req.kernel_release,
+            &source_package,
+            &deb,
+            &headers,
+            progress,
+        )?
+    } else {
+        Kbuild::Headers(headers.clone())
+    };
 
     // 3. kbuild's out-of-tree module build of the patched fs/ext4.
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let make_log = work.join("make.log");
     let mut make = Command::new("make");
     make.arg("-C")
-        .arg(&headers)
+        .arg(kbuild.dir())
+        .args(kbuild.make_vars())
         .arg(format!("M={}", tree.join("fs/ext4").display()))
         .args(["CONFIG_EXT4_FS=m", "modules", &format!("-j{jobs}")])
         // These would redirect kbuild (another architecture, compiler prefix or output tree).
@@ -208,7 +240,10 @@ pub fn build_ext4_module(
             module: stripped,
             built: ours,
             stock,
-            headers: headers_root(req, &version),
+            headers: match &kbuild {
+                Kbuild::Headers(_) => headers_root(req, &version),
+                Kbuild::Prepared { tree, .. } => tree.clone(),
+            },
         });
     }
 
@@ -216,8 +251,15 @@ pub fn build_ext4_module(
     rmtree(&tree)?;
     let info = format!(
         "kernel_release = {}\ndebian_version = {version}\nsource = {source_package}\n\
-         patch = {}\npatch_sha256 = {}\nvermagic = {ours}\nbuild_seconds = {:.0}\n",
+         kbuild = {}\npatch = {}\npatch_sha256 = {}\nvermagic = {ours}\nbuild_seconds = {:.0}\n",
         req.kernel_release,
+        match &kbuild {
+            Kbuild::Headers(d) => format!("headers {}", d.display()),
+            Kbuild::Prepared { tree, localversion } => format!(
+                "prepared source tree {} (CC=gcc LOCALVERSION={localversion})",
+                tree.display()
+            ),
+        },
         req.patch.display(),
         hex(&Sha256::digest(&patch_bytes)),
         started.elapsed().as_secs_f64()
@@ -539,12 +581,17 @@ fn stock_vermagic(
             return Ok(v.trim().to_string());
         }
     }
-    let pkg = format!("linux-image-{}", req.kernel_release);
-    let deb = req.archive.download(
-        &req.archive.find(&pkg, Some(version), progress)?,
-        debs,
-        progress,
-    )?;
+    let image = format!("linux-image-{}", req.kernel_release);
+    let image_pkg = req.archive.find(&image, Some(version), progress)?;
+    // Debian 7.x: linux-image is a meta package; the modules are in linux-modules-RELEASE.
+    let modules = format!("linux-modules-{}", req.kernel_release);
+    let (pkg, found) = if image_pkg.depends.iter().any(|d| *d == modules) {
+        let p = req.archive.find(&modules, Some(version), progress)?;
+        (modules, p)
+    } else {
+        (image, image_pkg)
+    };
+    let deb = req.archive.download(&found, debs, progress)?;
     progress(&format!("extracting the stock ext4 module from {pkg}"));
     let tmp = dir.with_extension(format!("tmp-{}", unique()));
     rmtree(&tmp)?;

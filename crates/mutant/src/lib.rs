@@ -14,6 +14,7 @@ mod build;
 mod cmd;
 mod def;
 mod error;
+mod tree;
 
 pub use build::{
     build_ext4_module, cache_key, default_archive, default_cache_dir, module_vermagic,
