@@ -585,7 +585,7 @@ fn stock_vermagic(
     let image_pkg = req.archive.find(&image, Some(version), progress)?;
     // Debian 7.x: linux-image is a meta package; the modules are in linux-modules-RELEASE.
     let modules = format!("linux-modules-{}", req.kernel_release);
-    let (pkg, found) = if image_pkg.depends.iter().any(|d| *d == modules) {
+    let (pkg, found) = if image_pkg.depends.contains(&modules) {
         let p = req.archive.find(&modules, Some(version), progress)?;
         (modules, p)
     } else {

@@ -200,7 +200,7 @@ fn the_shipped_mutants_load() {
         .iter()
         .find(|m| m.name == "migrate-flag-clear")
         .expect("migrate-flag-clear is shipped");
-    assert_eq!(m.kernels, ["6.1", "6.12"]);
+    assert_eq!(m.kernels, ["6.1", "6.12", "7.3"]);
     assert_eq!(m.scenario, "migrate-mmap");
     for series in &m.kernels {
         let text = std::fs::read_to_string(m.patch_for(series).unwrap()).unwrap();
