@@ -16,7 +16,8 @@ pub fn known_cause(check: &str) -> Option<&'static str> {
             "EXT4_IOC_MIGRATE reports success although the inode stayed indirect: when \
              ext4_ext_swap_inode_data() detects a concurrent allocation it returns -EAGAIN, but \
              ext4_ext_migrate() then overwrites retval with ext4_journal_ensure_credits()'s result \
-             (fs/ext4/migrate.c, 6.1 and 6.12), so the caller never learns the migration was abandoned",
+             (fs/ext4/migrate.c, 6.1, 6.12 and 7.3), so the caller never learns the migration was abandoned; \
+             fix: vm-images/fixes/migrate-keep-swap-error",
         ),
         _ => None,
     }

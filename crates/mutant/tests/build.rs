@@ -212,6 +212,35 @@ fn the_shipped_mutants_load() {
     }
 }
 
+/// vm-images/fixes/migrate-keep-swap-error: one mail per series, each with a kernel-style
+/// message and a diff that only touches ext4_ext_migrate()'s credit check.
+#[test]
+fn the_shipped_migrate_fix_is_a_patch_mail_per_series() {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vm-images/fixes/migrate-keep-swap-error");
+    for series in ["6.1", "6.12", "7.3"] {
+        let text = std::fs::read_to_string(dir.join(format!("{series}.patch"))).unwrap();
+        assert!(text.starts_with("Subject: [PATCH] ext4: "), "{series}");
+        assert!(
+            text.contains(
+                "\nFixes: a413036791d0 (\"ext4: Provide function to handle transaction restarts\")\n"
+            ),
+            "{series}"
+        );
+        assert!(
+            text.contains("e4race run migrate-mmap --kernel 7.3"),
+            "{series}"
+        );
+        let files: Vec<&str> = text.lines().filter(|l| l.starts_with("+++ ")).collect();
+        assert_eq!(files, ["+++ b/fs/ext4/migrate.c"], "{series}");
+        assert!(
+            text.contains("-\tretval = ext4_journal_ensure_credits(handle, 1, 0);")
+                && text.contains("+\tretval2 = ext4_journal_ensure_credits(handle, 1, 0);"),
+            "{series}: the credit check no longer overwrites retval"
+        );
+    }
+}
+
 /// The mutant's 6.1 patch with a unique header line and, if `break_build`, an `#error` that
 /// keeps the hunk's line counts (the comment that follows it still closes).
 fn variant_of_6_1_patch(dir: &Path, break_build: bool) -> PathBuf {
