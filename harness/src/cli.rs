@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use e4race_guest_image::KernelSpec;
 
-use crate::config::{self, ConfigError, Ext4Module, ImagePolicy, Output, RunConfig};
+use crate::config::{
+    self, ConfigError, Ext4Module, ImagePolicy, KnownIssuesSource, Output, RunConfig,
+};
 use crate::scenarios::{self, base_plan, ScenarioKind, ScenarioPlan};
 
 use crate::disk::DiskBackend;
@@ -131,6 +133,18 @@ pub enum ScenarioCmd {
     },
 }
 
+impl ScenarioCmd {
+    /// The options every scenario takes.
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            ScenarioCmd::Smoke { common, .. }
+            | ScenarioCmd::PanicSelftest { common }
+            | ScenarioCmd::DefragMmap { common, .. }
+            | ScenarioCmd::MigrateMmap { common, .. } => common,
+        }
+    }
+}
+
 /// Options every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -188,6 +202,22 @@ pub struct CommonArgs {
     /// Guest memory in MiB (the initramfs and the raced files' page cache live in it).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=65536))]
     pub memory_mib: u32,
+    /// Known issues: findings matching an entry become KNOWN (listed and counted) and, when
+    /// nothing new was found, the run passes with exit 0. Default: the list built into e4race
+    /// (crates/known-issues/default.toml: the EXT4_IOC_MIGRATE return-value bug).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_known_issues")]
+    pub known_issues: Option<PathBuf>,
+    /// No known issues: every finding counts.
+    #[arg(long)]
+    pub no_known_issues: bool,
+    /// Known issues still make the run BUG-FOUND (exit 1); they stay marked as known.
+    #[arg(long)]
+    pub strict: bool,
+    /// Exit codes for `git bisect run`: 0 PASS, 1 BUG-FOUND (or a kernel error once the agent
+    /// was up), 125 (skip) for INFRA-ERROR, a kernel that dies before the agent is up, or a
+    /// missing kernel file; 128 (abort the bisect) for other usage errors.
+    #[arg(long)]
+    pub bisect: bool,
     /// Print the JSON report on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -228,7 +258,19 @@ impl TryFrom<CommonArgs> for RunConfig {
             (None, Some(p), _) if p.is_file() => Ext4Module::Patch(p),
             (None, Some(p), _) => return Err(ConfigError::NoSuchPatch(p)),
         };
+        let known_issues = if a.no_known_issues {
+            KnownIssuesSource::None
+        } else if let Some(p) = a.known_issues {
+            KnownIssuesSource::File(p)
+        } else {
+            KnownIssuesSource::Builtin
+        };
+        let known = known_issues.load()?;
         Ok(RunConfig {
+            known_issues,
+            known,
+            strict: a.strict,
+            bisect: a.bisect,
             kernel,
             accel: a.accel,
             disk_backend: a.disk_backend,
@@ -421,6 +463,8 @@ mod tests {
             "1024",
             "--json",
             "--quiet",
+            "--strict",
+            "--bisect",
         ]);
         let mutants = mutants_root(None).display().to_string();
         let common_b = s(&[
@@ -433,8 +477,20 @@ mod tests {
             "--discard-image",
             "--accel",
             "kvm",
+            "--no-known-issues",
         ]);
-        let common_c = s(&["--kernel", "6.1", "--ext4-patch", &k]);
+        let known = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/known-issues/default.toml"
+        );
+        let common_c = s(&[
+            "--kernel",
+            "6.1",
+            "--ext4-patch",
+            &k,
+            "--known-issues",
+            known,
+        ]);
         let own: Vec<String> = match scenario {
             "smoke" => s(&["--blocks", "7"]),
             "panic-selftest" => vec![],

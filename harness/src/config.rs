@@ -67,6 +67,28 @@ impl ImagePolicy {
     }
 }
 
+/// Where the known-issues list comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnownIssuesSource {
+    /// The list built into e4race (crates/known-issues/default.toml).
+    Builtin,
+    /// `--known-issues FILE`.
+    File(PathBuf),
+    /// `--no-known-issues`.
+    None,
+}
+
+impl KnownIssuesSource {
+    /// Reads the list (a bad file is a usage error, told before anything runs).
+    pub fn load(&self) -> Result<known_issues::KnownIssues, ConfigError> {
+        Ok(match self {
+            KnownIssuesSource::Builtin => known_issues::KnownIssues::builtin()?,
+            KnownIssuesSource::File(p) => known_issues::KnownIssues::load(p)?,
+            KnownIssuesSource::None => known_issues::KnownIssues::default(),
+        })
+    }
+}
+
 /// Where the verdict goes on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -93,6 +115,11 @@ pub struct RunConfig {
     pub memory_mib: u32,
     pub output: Output,
     pub quiet: bool,
+    pub known_issues: KnownIssuesSource,
+    /// The list `known_issues` names, read.
+    pub known: known_issues::KnownIssues,
+    pub strict: bool,
+    pub bisect: bool,
 }
 
 /// Why the options do not make a run. Every one is a usage error (exit 2).
@@ -105,6 +132,8 @@ pub enum ConfigError {
          a Debian kernel (--kernel 6.1 or 6.12); for your own kernel, apply the patch to your tree"
     )]
     RebuildNeedsDebianKernel,
+    #[error(transparent)]
+    KnownIssues(#[from] known_issues::KnownIssuesError),
     #[error("--ext4-patch {}: no such file", .0.display())]
     NoSuchPatch(PathBuf),
     #[error("--mutant {name}: {source}{hint}")]
@@ -206,6 +235,19 @@ impl RunConfig {
         }
         if self.quiet {
             v.push("--quiet".into());
+        }
+        match &self.known_issues {
+            KnownIssuesSource::Builtin => {}
+            KnownIssuesSource::File(p) => {
+                v.extend(["--known-issues".into(), p.display().to_string()])
+            }
+            KnownIssuesSource::None => v.push("--no-known-issues".into()),
+        }
+        if self.strict {
+            v.push("--strict".into());
+        }
+        if self.bisect {
+            v.push("--bisect".into());
         }
         v
     }

@@ -71,16 +71,24 @@ fn main() {
 mod doctor;
 
 async fn run_scenario(cmd: ScenarioCmd) -> i32 {
+    let bisect = cmd.common().bisect;
+    // Under `git bisect run`, a usage error must not read as "bad": a kernel that is not
+    // there (the commit did not build) is skipped (125), anything else aborts (128).
+    let usage_exit = |e: &config::ConfigError| match (bisect, e) {
+        (false, _) => 2,
+        (true, config::ConfigError::Kernel(_)) => 125,
+        (true, _) => 128,
+    };
     let (config, plan) = match cli::plan(cmd) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
-            return 2;
+            return usage_exit(&e);
         }
     };
     if let Err(e) = config.check_kernel_exists() {
         eprintln!("error: {e}");
-        return 2;
+        return usage_exit(&e);
     }
     let progress = progress::Progress::new(config.quiet);
     let report = run::execute(&config, plan, progress).await;
@@ -89,5 +97,9 @@ async fn run_scenario(cmd: ScenarioCmd) -> i32 {
     } else {
         print!("{}", report.summary());
     }
-    report.verdict.exit_code()
+    if config.bisect {
+        report.bisect_code()
+    } else {
+        report.verdict.exit_code()
+    }
 }

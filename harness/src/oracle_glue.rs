@@ -1,4 +1,5 @@
-//! Runs the host-side oracles and turns their findings into report findings.
+//! Runs the host-side oracles and turns their findings into report findings. Which of them
+//! are known kernel behaviour is the known-issues list's business (crates/known-issues).
 
 use std::path::Path;
 
@@ -7,33 +8,6 @@ use oracles::{ContentReport, E2fsckReport};
 
 use crate::error::RunError;
 use crate::report::Finding;
-
-/// Kernel behaviour we have traced to its cause; attached to matching findings so a reader
-/// knows it is explained. The finding stays a finding.
-pub fn known_cause(check: &str) -> Option<&'static str> {
-    match check {
-        "migrate-success-sets-extents-flag" => Some(
-            "EXT4_IOC_MIGRATE reports success although the inode stayed indirect: when \
-             ext4_ext_swap_inode_data() detects a concurrent allocation it returns -EAGAIN, but \
-             ext4_ext_migrate() then overwrites retval with ext4_journal_ensure_credits()'s result \
-             (fs/ext4/migrate.c, 6.1, 6.12 and 7.3), so the caller never learns the migration was abandoned; \
-             fix: vm-images/fixes/migrate-keep-swap-error",
-        ),
-        _ => None,
-    }
-}
-
-/// Wraps an oracle finding for the report, with its known cause if it has one.
-pub fn to_report(f: &oracles::Finding) -> Finding {
-    let finding = Finding::new(f.clone());
-    match f {
-        oracles::Finding::ApiPostcondition { check, .. } => match known_cause(check) {
-            Some(why) => finding.with_known_cause(why),
-            None => finding,
-        },
-        _ => finding,
-    }
-}
 
 /// The content oracle over the final image.
 pub async fn content(
@@ -62,6 +36,6 @@ pub fn findings(
     let log = oracles::scan_kernel_log(kernel_log);
     oracles::verdict_findings(content, fsck, rounds, &log)
         .iter()
-        .map(to_report)
+        .map(|f| Finding::new(f.clone()))
         .collect()
 }

@@ -144,12 +144,9 @@ pub async fn execute(config: &RunConfig, plan: ScenarioPlan, progress: Progress)
     };
     match result {
         Ok(outcome) => {
-            report.verdict = if outcome.findings.is_empty() {
-                Verdict::Pass
-            } else {
-                Verdict::BugFound
-            };
-            report.findings = outcome.findings;
+            report.set_findings(outcome.findings);
+            report.strict = config.strict;
+            config.known.apply(&mut report);
             report.exercise = Some(outcome.exercise);
         }
         Err(e) => {

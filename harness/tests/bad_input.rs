@@ -121,3 +121,53 @@ fn zero_counts_are_usage_errors() {
         assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn a_bad_known_issues_file_is_a_usage_error() {
+    let err = usage_error(&["run", "smoke", "--known-issues", "/no/such/known.toml"]);
+    assert!(
+        err.contains("cannot read the known-issues file /no/such/known.toml"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("k.toml");
+    std::fs::write(
+        &bad,
+        "[[issue]]\nid = \"x\"\ntitle = \"t\"\nsignatures = [\"x\"]\n",
+    )
+    .unwrap();
+    let err = usage_error(&["run", "smoke", "--known-issues", bad.to_str().unwrap()]);
+    assert!(err.contains("SCENARIO/CLASS/KEY"), "{err}");
+}
+
+/// `--bisect` never reports "bad" for a commit it could not test: a missing kernel (the
+/// commit did not build) and an infrastructure failure are skips (125), and a usage error
+/// that no commit can fix aborts the bisect (128).
+#[test]
+fn bisect_skips_what_cannot_be_tested() {
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(
+        &["run", "smoke", "--kernel", "/no/such/bzImage", "--bisect"],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    let empty = tempfile::tempdir().unwrap();
+    let o = e4race_env(
+        &["run", "smoke", "--bisect"],
+        runs.path(),
+        &[("PATH", empty.path().to_str().unwrap())],
+    );
+    assert_eq!(o.status.code(), Some(125), "INFRA-ERROR: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("INFRA-ERROR"));
+    let o = e4race(
+        &[
+            "run",
+            "smoke",
+            "--known-issues",
+            "/no/such.toml",
+            "--bisect",
+        ],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(128), "{}", text(&o));
+}

@@ -74,6 +74,31 @@ impl Finding {
         }
     }
 
+    /// What identifies the finding's kind across runs: the check or loss kind and the
+    /// mechanism, never a file, block, inode number or seed. With the scenario and the class
+    /// in front, it is the finding's signature (e4race-report).
+    pub fn signature_key(&self) -> String {
+        match self {
+            Finding::DataLoss(b) => format!("lost-block:{}", b.found.kind_name()),
+            Finding::FileLoss(p) => match p.kind {
+                crate::FileProblemKind::Missing => "file:missing".into(),
+                crate::FileProblemKind::Unreadable => "file:unreadable".into(),
+            },
+            Finding::ReadBack { .. } => "read-back".into(),
+            Finding::FsCorruption(f) => match f {
+                // Unrecognized e2fsck lines: their words, without the numbers in them.
+                crate::FsckFinding::Other { text } => format!("e2fsck:{}", without_numbers(text)),
+                _ => format!("e2fsck:{}", serde_kind(f)),
+            },
+            Finding::ApiPostcondition { check, .. } => check.clone(),
+            Finding::KernelWarning(k) => format!(
+                "{}:{}",
+                serde_kind(&k.class),
+                crate::kernel_log::site(&k.line)
+            ),
+        }
+    }
+
     /// One line for a human.
     pub fn summary(&self) -> String {
         match self {
@@ -112,6 +137,58 @@ impl Finding {
     }
 }
 
+/// The serde name of a unit-like or tagged enum value (`kind`/plain string), for keys.
+fn serde_kind<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Object(m)) => m
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("unknown")
+            .to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+/// `text` with every run of digits (with hex after `0x`), and every bare hex word of 8 or
+/// more digits (a kernel address), replaced by `N`: block, inode and PID numbers must not
+/// split one kind of finding into many.
+pub(crate) fn without_numbers(text: &str) -> String {
+    let word = |w: &str| -> String {
+        if w.len() >= 8 && w.chars().all(|c| c.is_ascii_hexdigit()) {
+            return "N".into();
+        }
+        let mut out = String::with_capacity(w.len());
+        let mut chars = w.chars().peekable();
+        let mut prev = ' ';
+        while let Some(c) = chars.next() {
+            // A number starts after a non-identifier character: `ext4_foo` and `e4race` keep
+            // their digits.
+            let starts_number = !(prev.is_ascii_alphanumeric() || prev == '_');
+            prev = c;
+            if c.is_ascii_digit() && starts_number {
+                if c == '0' && chars.peek() == Some(&'x') {
+                    chars.next();
+                    while chars.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
+                        chars.next();
+                    }
+                }
+                while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    chars.next();
+                }
+                out.push('N');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    text.split_whitespace()
+        .map(word)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Everything the oracles found, in one list: content losses, e2fsck findings, the guest's
 /// postcondition failures from `rounds`, and kernel log complaints.
 pub fn verdict_findings(
@@ -148,6 +225,77 @@ mod tests {
     use crate::content::Found;
     use crate::kernel_log::KernelLogClass;
     use e4race_protocol::{FileRecord, MigrateCall, PostconditionFailure};
+
+    #[test]
+    fn signature_keys_name_the_kind_not_the_instance() {
+        let lost = |lblk, found| {
+            Finding::DataLoss(LostBlock {
+                path: format!("r0/f{lblk}"),
+                ino: 12 + lblk,
+                file_id: 0,
+                round: lblk as u32,
+                lblk,
+                expected_generation: 0,
+                found,
+                pblk: Some(lblk * 7),
+            })
+        };
+        assert_eq!(lost(1, Found::Hole).signature_key(), "lost-block:hole");
+        assert_eq!(
+            lost(1, Found::Hole).signature_key(),
+            lost(9, Found::Hole).signature_key()
+        );
+        assert_ne!(
+            lost(1, Found::Hole).signature_key(),
+            lost(1, Found::Zeros).signature_key()
+        );
+        let fsck = |text: &str| {
+            crate::fsck::parse_e2fsck_output(4, text)
+                .findings
+                .into_iter()
+                .map(|f| Finding::FsCorruption(f).signature_key())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fsck("Block bitmap differences:  -5000\nFix? no\n"),
+            fsck("Block bitmap differences:  -(7000--7010)\nFix? no\n")
+        );
+        assert_eq!(
+            fsck("Block bitmap differences:  -5000\nFix? no\n"),
+            ["e2fsck:block-bitmap-differences"]
+        );
+        let post = Finding::ApiPostcondition {
+            path: "r1/f3".into(),
+            round: 1,
+            check: "migrate-success-sets-extents-flag".into(),
+            detail: "migration returned 0 but flags are 0x0".into(),
+        };
+        assert_eq!(post.signature_key(), "migrate-success-sets-extents-flag");
+        let warn = |pid: u32| {
+            Finding::KernelWarning(KernelLogFinding {
+                class: KernelLogClass::Warn,
+                line: format!("WARNING: CPU: 0 PID: {pid} at fs/ext4/page-io.c:92 ext4_put_io_end_defer+0x1/0x2"),
+                line_no: pid as usize,
+                context: vec![],
+            })
+            .signature_key()
+        };
+        assert_eq!(warn(1), warn(2));
+        assert_eq!(warn(1), "warn:fs/ext4/page-io.c ext4_put_io_end_defer");
+    }
+
+    #[test]
+    fn numbers_are_masked() {
+        assert_eq!(
+            without_numbers("Inode 12 has 0x1f blocks "),
+            "Inode N has N blocks"
+        );
+        assert_eq!(without_numbers("no digits"), "no digits");
+        assert_eq!(
+            without_numbers("ext4_mb e4race-agent:412"),
+            "ext4_mb e4race-agent:N"
+        );
+    }
 
     #[test]
     fn collects_and_serializes_every_kind() {

@@ -183,9 +183,63 @@ pub fn scan_kernel_log(text: &str) -> Vec<KernelLogFinding> {
     out
 }
 
+/// Where a complaint comes from, without the numbers that change between runs: the source
+/// file and function of `WARNING: CPU: 1 PID: 2 at fs/ext4/inode.c:123 ext4_foo+0x1/0x2`
+/// (`fs/ext4/inode.c ext4_foo`), the file of `kernel BUG at fs/ext4/extents.c:123!`, the
+/// function of `EXT4-fs error (device vdb): ext4_mb_generate_buddy:1234: ...`, else the line
+/// with its numbers replaced by `N`.
+pub fn site(line: &str) -> String {
+    if let Some(rest) = line.split_once(" at ").map(|(_, r)| r) {
+        let mut words = rest.split_whitespace();
+        if let Some(file) = words.next().and_then(|w| w.split(':').next()) {
+            if file.contains('/') {
+                let file = file.trim_end_matches('!');
+                return match words.next().and_then(|f| f.split('+').next()) {
+                    Some(func) if !func.is_empty() => format!("{file} {func}"),
+                    _ => file.to_string(),
+                };
+            }
+        }
+    }
+    if let Some((_, rest)) = line.split_once("EXT4-fs error") {
+        if let Some(func) = rest
+            .split_once("): ")
+            .and_then(|(_, r)| r.split(':').next())
+            .filter(|f| !f.is_empty() && !f.contains(' '))
+        {
+            return format!("EXT4-fs error {func}");
+        }
+    }
+    crate::finding::without_numbers(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn site_drops_what_changes_between_runs() {
+        assert_eq!(
+            site("WARNING: CPU: 1 PID: 231 at fs/ext4/inode.c:1234 ext4_put_io_end_defer+0x1a/0x40 [ext4]"),
+            "fs/ext4/inode.c ext4_put_io_end_defer"
+        );
+        assert_eq!(
+            site("kernel BUG at fs/ext4/extents.c:3187!"),
+            "fs/ext4/extents.c"
+        );
+        assert_eq!(
+            site("EXT4-fs error (device vdb): ext4_mb_generate_buddy:1215: group 3, block bitmap and bg descriptor inconsistent"),
+            "EXT4-fs error ext4_mb_generate_buddy"
+        );
+        assert_eq!(
+            site("INFO: task e4race-agent:412 blocked for more than 120 seconds."),
+            "INFO: task e4race-agent:N blocked for more than N seconds."
+        );
+        assert_eq!(
+            site("BUG: unable to handle page fault for address: ffff8880deadbeef"),
+            "BUG: unable to handle page fault for address: N"
+        );
+    }
 
     #[test]
     fn prefixes() {

@@ -70,6 +70,16 @@ pub struct DefragExercise {
 }
 
 impl Exercise {
+    /// How many files the race checked, and what each one stands for (one migration call
+    /// per file in migrate-mmap).
+    pub fn files_label(&self) -> Option<(usize, &'static str)> {
+        match self {
+            Exercise::Smoke(_) => None,
+            Exercise::MigrateMmap(e) => Some((e.files, "migrations")),
+            Exercise::DefragMmap(e) => Some((e.files, "files")),
+        }
+    }
+
     /// What the host checked, for every scenario that checks blocks.
     pub fn host(&self) -> &HostCheck {
         match self {

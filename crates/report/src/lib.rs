@@ -72,6 +72,13 @@ impl std::fmt::Display for Verdict {
 pub struct Finding {
     /// One line for the summary.
     pub summary: String,
+    /// What identifies this kind of finding across runs, seeds and files:
+    /// `SCENARIO/CLASS/KEY` (see [`signature`]); empty until [`Report::set_findings`].
+    #[serde(default)]
+    pub signature: String,
+    /// The id of the known issue (`--known-issues`) this finding matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_issue: Option<String>,
     /// Kernel behaviour traced to its cause, for a reader to know it is explained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_cause: Option<String>,
@@ -85,6 +92,8 @@ impl Finding {
     pub fn new(oracle: oracles::Finding) -> Self {
         Finding {
             summary: oracle.summary(),
+            signature: String::new(),
+            known_issue: None,
             known_cause: None,
             oracle,
         }
@@ -140,6 +149,28 @@ impl Finding {
     }
 }
 
+/// A finding's signature: the scenario, the class and the oracle's key (the check, or the
+/// loss kind and mechanism), e.g. `migrate-mmap/api-postcondition/migrate-success-sets-extents-flag`
+/// or `defrag-mmap/data-loss/lost-block:zeros`. Never a file, block or seed.
+pub fn signature(scenario: &str, f: &oracles::Finding) -> String {
+    format!("{scenario}/{}/{}", f.class(), f.signature_key())
+}
+
+/// A known issue that some findings of the run matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownIssueHit {
+    pub id: String,
+    pub title: String,
+    /// How many of the run's findings it explains.
+    pub findings: usize,
+    /// Upstream status, as the known-issues file says.
+    #[serde(default)]
+    pub status: String,
+    /// Where a fix is (a patch or a commit), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
 /// The kernel a run asked for and the one it got.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelInfo {
@@ -182,6 +213,17 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_errors: BTreeMap<String, u64>,
     pub findings: Vec<Finding>,
+    /// Known issues that findings matched (`--known-issues`); with no other finding the run
+    /// passes, unless `strict`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_issues: Vec<KnownIssueHit>,
+    /// Known issues in scope for this scenario and kernel that no finding matched: the way a
+    /// fix shows up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_not_reproduced: Vec<String>,
+    /// `--strict`: known issues still make the run BUG-FOUND.
+    #[serde(default)]
+    pub strict: bool,
     /// What the scenario exercised (absent when it did not get to run).
     pub exercise: Option<Exercise>,
     pub run_dir: String,
@@ -235,6 +277,9 @@ impl Report {
             error: None,
             request_errors: BTreeMap::new(),
             findings: vec![],
+            known_issues: vec![],
+            known_not_reproduced: vec![],
+            strict: false,
             exercise: None,
             run_dir: run_dir.display().to_string(),
             reproduce: reproduce.into(),
@@ -247,6 +292,47 @@ impl Report {
             &self.kernel.requested
         } else {
             &self.kernel.release
+        }
+    }
+
+    /// Sets the findings, each with its signature, and the verdict they give: BUG-FOUND with
+    /// any finding, else PASS. Known issues are applied afterwards (e4race-known-issues).
+    pub fn set_findings(&mut self, mut findings: Vec<Finding>) {
+        for f in &mut findings {
+            f.signature = signature(&self.scenario, &f.oracle);
+        }
+        self.verdict = if findings.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::BugFound
+        };
+        self.findings = findings;
+    }
+
+    /// Findings no known issue explains.
+    pub fn new_findings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.known_issue.is_none())
+    }
+
+    /// The verdict as the summary's first word: `PASS (1 known issue)` when known issues
+    /// explain every finding.
+    pub fn verdict_label(&self) -> String {
+        match (self.verdict, self.known_issues.len()) {
+            (_, 0) => self.verdict.to_string(),
+            (v, 1) => format!("{v} (1 known issue)"),
+            (v, n) => format!("{v} ({n} known issues)"),
+        }
+    }
+
+    /// The exit code for `git bisect run` (`--bisect`): PASS 0 (good); BUG-FOUND, or a kernel
+    /// error once the agent was up, 1 (bad); INFRA-ERROR, or a kernel that died before the
+    /// agent came up (the commit cannot be tested), 125 (skip).
+    pub fn bisect_code(&self) -> i32 {
+        match self.verdict {
+            Verdict::Pass => 0,
+            Verdict::BugFound => 1,
+            Verdict::KernelError if self.boot_s.is_some() => 1,
+            Verdict::KernelError | Verdict::InfraError => 125,
         }
     }
 

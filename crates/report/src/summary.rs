@@ -17,7 +17,7 @@ impl Report {
         let _ = writeln!(
             s,
             "{}: {} on {} ({}), {} accel, disk {}{}",
-            self.verdict,
+            self.verdict_label(),
             self.scenario,
             self.kernel_label(),
             self.kernel.origin,
@@ -54,14 +54,24 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "  findings: {}",
+                "  findings: {}{}",
                 by_class
                     .iter()
                     .map(|(k, v)| format!("{v} {k}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                match self.findings.len() - self.new_findings().count() {
+                    0 => String::new(),
+                    n => format!(" ({n} explained by known issues)"),
+                }
             );
             s.push_str(&self.findings_digest());
+        }
+        for id in &self.known_not_reproduced {
+            let _ = writeln!(
+                s,
+                "  known issue {id}: not reproduced (in scope for this scenario and kernel; fixed?)"
+            );
         }
         let _ = writeln!(s, "  run directory: {}", self.run_dir);
         let _ = writeln!(s, "  reproduce: {}", self.reproduce);
@@ -120,11 +130,55 @@ impl Report {
                 lost.len() - LISTED
             );
         }
-        for f in others.iter().take(LISTED) {
-            let _ = writeln!(s, "    [{}] {}", f.class(), f.summary);
+        // The rest, one line per signature: twelve files breaking one postcondition are one
+        // cause, not twelve.
+        let mut groups: BTreeMap<&str, Vec<&crate::Finding>> = BTreeMap::new();
+        for f in &others {
+            groups.entry(&f.signature).or_default().push(f);
         }
-        if others.len() > LISTED {
-            let _ = writeln!(s, "    ... {} more in report.json", others.len() - LISTED);
+        let files = self.exercise.as_ref().and_then(|e| e.files_label());
+        for (sig, fs) in groups.iter().take(LISTED) {
+            let first = fs[0];
+            let of = match (first.class(), files) {
+                (FindingClass::ApiPostcondition, Some((n, what))) => {
+                    format!(" ({} of {n} {what})", fs.len())
+                }
+                _ => String::new(),
+            };
+            let known = first
+                .known_issue
+                .as_ref()
+                .map(|id| format!(" [known issue {id}]"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "    [{}] {} × {}{of}{known}; first: {}",
+                first.class(),
+                fs.len(),
+                sig.rsplit('/').next().unwrap_or(sig),
+                first.summary
+            );
+        }
+        if groups.len() > LISTED {
+            let _ = writeln!(
+                s,
+                "    ... {} more signatures in report.json",
+                groups.len() - LISTED
+            );
+        }
+        for k in &self.known_issues {
+            let _ = writeln!(
+                s,
+                "  known issue {}: {} ({} findings; {}{})",
+                k.id,
+                k.title,
+                k.findings,
+                k.status,
+                k.fix
+                    .as_ref()
+                    .map(|f| format!("; fix: {f}"))
+                    .unwrap_or_default()
+            );
         }
         s
     }

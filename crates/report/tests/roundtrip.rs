@@ -92,7 +92,7 @@ fn every_exercise() -> Vec<Exercise> {
 }
 
 fn report(findings: Vec<Finding>, exercise: Option<Exercise>) -> Report {
-    Report {
+    let mut r = Report {
         verdict: Verdict::BugFound,
         kernel: KernelInfo {
             requested: "6.1".into(),
@@ -118,7 +118,14 @@ fn report(findings: Vec<Finding>, exercise: Option<Exercise>) -> Report {
             std::path::Path::new("runs/x"),
             "e4race run migrate-mmap --seed 1",
         )
-    }
+    };
+    r.set_findings(findings_of(&r));
+    r.verdict = Verdict::BugFound;
+    r
+}
+
+fn findings_of(r: &Report) -> Vec<Finding> {
+    r.findings.clone()
 }
 
 #[test]
@@ -199,7 +206,10 @@ fn summary_lists_exercise_and_findings_by_class() {
         s.contains("[data-loss] r0/f1: 2 lost blocks (hole), lblk 7, 9\n"),
         "{s}"
     );
-    assert!(s.contains("[fs-corruption] e2fsck: "), "{s}");
+    assert!(
+        s.contains("[fs-corruption] 1 × e2fsck:block bitmap differences; first: e2fsck: "),
+        "{s}"
+    );
     assert!(
         s.contains("  hole writes inside migration windows: 190\n"),
         "{s}"
@@ -258,4 +268,67 @@ fn request_errors_are_kept_summarized_and_optional() {
     v.as_object_mut().unwrap().remove("request_errors");
     let old = Report::from_json(&v.to_string(), &path).unwrap();
     assert!(old.request_errors.is_empty());
+}
+
+#[test]
+fn findings_are_grouped_by_signature_with_known_issues_counted() {
+    let post = |path: &str| {
+        Finding::new(oracles::Finding::ApiPostcondition {
+            path: path.into(),
+            round: 0,
+            check: "migrate-success-sets-extents-flag".into(),
+            detail: "still indirect".into(),
+        })
+    };
+    let mut r = report(
+        (0..12).map(|i| post(&format!("r0/f{i}"))).collect(),
+        every_exercise().into_iter().nth(1),
+    );
+    assert!(
+        r.findings
+            .iter()
+            .all(|f| f.signature
+                == "migrate-mmap/api-postcondition/migrate-success-sets-extents-flag")
+    );
+    let s = r.summary();
+    assert!(
+        s.contains("[api-postcondition] 12 × migrate-success-sets-extents-flag (12 of 12 migrations); first: r0/f0"),
+        "{s}"
+    );
+    assert_eq!(s.matches("[api-postcondition]").count(), 1, "{s}");
+    for f in &mut r.findings {
+        f.known_issue = Some("migrate-returns-0".into());
+    }
+    r.known_issues = vec![KnownIssueHit {
+        id: "migrate-returns-0".into(),
+        title: "EXT4_IOC_MIGRATE returns 0".into(),
+        findings: 12,
+        status: "unfixed".into(),
+        fix: None,
+    }];
+    r.verdict = Verdict::Pass;
+    let s = r.summary();
+    assert!(s.starts_with("PASS (1 known issue): migrate-mmap"), "{s}");
+    assert!(s.contains("(12 explained by known issues)"), "{s}");
+    assert!(s.contains("[known issue migrate-returns-0]"), "{s}");
+    assert_eq!(r.new_findings().count(), 0);
+    let back = Report::from_json(&r.to_json(), std::path::Path::new("r.json")).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
+fn bisect_codes_follow_git_bisect_run() {
+    let mut r = report(vec![], None);
+    for (verdict, boot, code) in [
+        (Verdict::Pass, Some(1.0), 0),
+        (Verdict::BugFound, Some(1.0), 1),
+        (Verdict::KernelError, Some(1.0), 1),
+        (Verdict::KernelError, None, 125),
+        (Verdict::InfraError, None, 125),
+        (Verdict::InfraError, Some(1.0), 125),
+    ] {
+        r.verdict = verdict;
+        r.boot_s = boot;
+        assert_eq!(r.bisect_code(), code, "{verdict} boot {boot:?}");
+    }
 }
