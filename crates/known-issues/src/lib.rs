@@ -244,10 +244,10 @@ mod tests {
             .iter()
             .find(|i| i.id == "migrate-returns-0-after-backoff")
             .unwrap();
-        assert_eq!(
-            i.signatures,
-            ["migrate-mmap/api-postcondition/migrate-success-sets-extents-flag"]
-        );
+        assert!(i
+            .signatures
+            .iter()
+            .any(|s| s == "migrate-mmap/api-postcondition/migrate-success-sets-extents-flag"));
         assert!(KnownIssues::covers_release(i, "6.1.0-57-amd64"));
         assert!(KnownIssues::covers_release(i, "7.3.4+deb13-amd64"));
         assert!(!KnownIssues::covers_release(i, "5.4.0"));
