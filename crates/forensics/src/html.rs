@@ -73,7 +73,7 @@ pub fn render(run: &RunDir, ev: Option<&Evidence>, scan: Option<&LogScan>) -> St
     let _ = writeln!(
         h,
         "<h1>e4race: <span class=\"verdict {vclass}\">{}</span> {}</h1>",
-        r.verdict,
+        esc(&r.verdict_label()),
         esc(&r.scenario)
     );
     h.push_str(&headline(run, ev));
@@ -261,6 +261,28 @@ fn findings_section(run: &RunDir, ev: Option<&Evidence>) -> String {
     if run.report.findings.is_empty() {
         h.push_str("<p>None.</p>\n");
         return h;
+    }
+    // One row per signature (a kind of finding): its count and known issue, if any.
+    let mut by_sig: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
+    for f in &run.report.findings {
+        let e = by_sig.entry(&f.signature).or_insert((0, None));
+        e.0 += 1;
+        if let Some(k) = &f.known_issue {
+            e.1 = Some(k);
+        }
+    }
+    h.push_str("<table><tr><th>signature</th><th>findings</th><th>known issue</th></tr>");
+    for (sig, (n, known)) in &by_sig {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"n\">{n}</td><td>{}</td></tr>",
+            esc(sig),
+            known.map_or("— (new)".to_string(), esc)
+        );
+    }
+    h.push_str("</table>\n");
+    for id in &run.report.known_not_reproduced {
+        let _ = writeln!(h, "<p>Known issue {}: not reproduced.</p>", esc(id));
     }
     // Lost blocks, per file.
     let mut per_file: BTreeMap<(u32, &str), Vec<usize>> = BTreeMap::new();

@@ -5,7 +5,8 @@
 //! round fails with the findings that name it (lost blocks and postconditions by their
 //! round; e2fsck findings by the inode of one of the round's files). Findings that belong to
 //! no round (kernel warnings, e2fsck's file-system-wide counts) fail the whole-run case; a
-//! KERNEL-ERROR or INFRA-ERROR verdict makes it an error.
+//! KERNEL-ERROR or INFRA-ERROR verdict makes it an error. Findings of a known issue fail
+//! nothing (unless the run was `--strict`); whole-run's output lists them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -39,11 +40,21 @@ fn failure(findings: &[&Finding]) -> TestCaseStatus {
             .max_by_key(|(_, n)| **n)
             .map_or("finding", |(k, _)| k),
     );
-    let mut desc: Vec<String> = findings
+    // One line per signature first (a cause, with its count), then the findings themselves.
+    let mut by_sig: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in findings {
+        *by_sig.entry(&f.signature).or_default() += 1;
+    }
+    let mut desc: Vec<String> = by_sig
         .iter()
-        .take(MAX_LINES)
-        .map(|f| format!("[{}] {}", f.class(), f.summary))
+        .map(|(sig, n)| format!("{n} × {sig}"))
         .collect();
+    desc.extend(
+        findings
+            .iter()
+            .take(MAX_LINES)
+            .map(|f| format!("[{}] {}", f.class(), f.summary)),
+    );
     if findings.len() > MAX_LINES {
         desc.push(format!(
             "... {} more in report.json",
@@ -68,7 +79,13 @@ pub fn report(run: &RunDir) -> Report {
     let mut per_round: BTreeMap<u32, Vec<&Finding>> =
         run.rounds().iter().map(|x| (x.round, vec![])).collect();
     let mut rest = vec![];
-    for f in &r.findings {
+    // Known issues fail nothing unless the run was strict; they are listed in whole-run's
+    // output.
+    let counted = r
+        .findings
+        .iter()
+        .filter(|f| f.known_issue.is_none() || r.strict);
+    for f in counted {
         match round_of(f, &by_ino).and_then(|n| per_round.get_mut(&n)) {
             Some(v) => v.push(f),
             None => rest.push(f),
@@ -105,9 +122,19 @@ pub fn report(run: &RunDir) -> Report {
     };
     let mut tc = TestCase::new(format!("{}/{kernel}/whole-run", r.scenario), status);
     tc.set_classname(class.clone());
+    let mut known_lines = String::new();
+    for k in &r.known_issues {
+        known_lines.push_str(&format!(
+            "known issue {}: {} findings ({})\n",
+            k.id, k.findings, k.title
+        ));
+    }
+    for id in &r.known_not_reproduced {
+        known_lines.push_str(&format!("known issue {id}: not reproduced\n"));
+    }
     tc.set_system_out(format!(
-        "verdict {}\nreproduce: {}\nrun directory: {}\n",
-        r.verdict,
+        "verdict {}\nreproduce: {}\nrun directory: {}\n{known_lines}",
+        r.verdict_label(),
         r.reproduce,
         run.dir.display()
     ));

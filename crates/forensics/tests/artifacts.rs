@@ -209,3 +209,47 @@ fn inspect_needs_a_data_log_for_at() {
     let e = forensics::inspect(t.path(), "r0/f0", None).unwrap_err();
     assert!(e.to_string().contains("disk.img"), "{e}");
 }
+
+/// A finding of a known issue fails no test case (it is listed in whole-run's output), unless
+/// the run was strict; a failure's description starts with its signatures and counts.
+#[test]
+fn junit_lets_known_issues_pass_unless_strict() {
+    let t = tempfile::tempdir().unwrap();
+    common::make_run(t.path(), true);
+    let p = t.path().join("report.json");
+    let mut r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let finding = serde_json::json!({
+        "summary": "r0/f0 (round 0): migrate-success-sets-extents-flag: returned 0",
+        "signature": "migrate-mmap/api-postcondition/migrate-success-sets-extents-flag",
+        "known_issue": "migrate-returns-0-after-backoff",
+        "class": "api-postcondition",
+        "detail": {"path": "r0/f0", "round": 0, "check": "migrate-success-sets-extents-flag", "detail": "returned 0"}
+    });
+    r["findings"] = serde_json::json!([finding.clone(), finding]);
+    r["verdict"] = "PASS".into();
+    r["known_issues"] = serde_json::json!([{
+        "id": "migrate-returns-0-after-backoff", "title": "t", "findings": 2, "status": "unfixed"
+    }]);
+    std::fs::write(&p, r.to_string()).unwrap();
+    forensics::write_artifacts(t.path()).unwrap();
+    let xml = std::fs::read_to_string(t.path().join("junit.xml")).unwrap();
+    let rep = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    assert_eq!((rep.tests, rep.failures, rep.errors), (2, 0, 0), "{xml}");
+    assert!(
+        xml.contains("known issue migrate-returns-0-after-backoff: 2 findings"),
+        "{xml}"
+    );
+
+    r["strict"] = true.into();
+    r["verdict"] = "BUG-FOUND".into();
+    std::fs::write(&p, r.to_string()).unwrap();
+    forensics::write_artifacts(t.path()).unwrap();
+    let xml = std::fs::read_to_string(t.path().join("junit.xml")).unwrap();
+    let rep = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    assert_eq!((rep.tests, rep.failures, rep.errors), (2, 1, 0), "{xml}");
+    assert!(
+        xml.contains("2 × migrate-mmap/api-postcondition/migrate-success-sets-extents-flag"),
+        "{xml}"
+    );
+}
