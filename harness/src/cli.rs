@@ -87,6 +87,23 @@ pub enum Cmd {
     /// Measure detection: run each mutant and the stock kernel N times per scenario and kernel,
     /// and print the table (runs, detected, false positives, median time).
     Validate(crate::validate::ValidateArgs),
+    /// Run a suite: a TOML list of scenarios x kernels x seeds (mutants as controls) as one
+    /// job, with one summary, suite.json, junit.xml and index.html; --shard splits it over CI
+    /// runners, --jobs runs guests in parallel.
+    #[command(
+        after_help = "Exit codes: 0 every run as expected, 1 a finding (or an undetected control), 3 KERNEL-ERROR, 4 INFRA-ERROR, 2 bad usage."
+    )]
+    Suite(crate::suite_cmd::SuiteArgs),
+    /// Merge the output folders of a suite's shards (`e4race suite --shard K/N --out DIR`) into
+    /// one summary, suite.json, junit.xml and index.html, as one unsharded run would give.
+    Merge {
+        /// The shards' output folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged files go.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show the QEMU version, the accelerator that would be chosen and why, and the cached kernels.
     Doctor {
         #[arg(long, default_value = e4race_guest_image::DEFAULT_SERIES)]

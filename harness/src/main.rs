@@ -15,6 +15,7 @@ mod progress;
 mod report;
 mod run;
 mod scenarios;
+mod suite_cmd;
 mod validate;
 mod vm;
 
@@ -48,6 +49,8 @@ fn main() {
             Cmd::Run { scenario } => run_scenario(scenario).await,
             Cmd::Doctor { kernel, reprobe } => doctor::doctor(&kernel, reprobe).await,
             Cmd::Validate(args) => validate::validate(args, cli::parse_run).await,
+            Cmd::Suite(args) => suite_cmd::suite(args, cli::parse_run).await,
+            Cmd::Merge { dirs, out } => suite_cmd::merge(&dirs, &out),
             Cmd::Log(cmd) => logcmd::log(cmd),
             Cmd::Replay {
                 log,

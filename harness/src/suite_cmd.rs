@@ -1,0 +1,187 @@
+//! `e4race suite FILE` and `e4race merge DIR...`: many runs as one CI job (crates/suite),
+//! with parallel guests and shards.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use suite::{JobResult, Shard, Suite, SuiteResult};
+
+use crate::progress::Progress;
+use crate::run;
+use crate::validate::RunParser;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SuiteArgs {
+    /// The suite file (TOML), e.g. suites/quick.toml or suites/full.toml; its format is in
+    /// suites/README.md.
+    pub file: PathBuf,
+    /// Run only the K-th of N deterministic parts of the suite (CI matrix jobs), e.g. 2/4.
+    /// A job's part depends on nothing but the job, so adding entries moves no other job.
+    /// Merge the parts' output folders with `e4race merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Guests at once [default: host cores / vCPUs per guest, at least 1]. Two TCG guests on
+    /// two cores starve each other; give each guest --cpus 1 in run-args to run 2 there.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Output folder: runs/, suite.json, summary.txt, junit.xml, index.html
+    /// [default: runs/suite-NAME-TIME].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Extra options for every run (e.g. "--accel tcg --cpus 1").
+    #[arg(long, allow_hyphen_values = true)]
+    pub run_args: Option<String>,
+    /// Print the jobs (of the shard) and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
+    let s = match Suite::load(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let jobs: Vec<suite::Job> = s
+        .jobs()
+        .into_iter()
+        .filter(|j| args.shard.is_none_or(|sh| sh.contains(&j.key)))
+        .collect();
+    if args.list {
+        for j in &jobs {
+            println!("{}\te4race {}", j.key, j.argv.join(" "));
+        }
+        return 0;
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "suite-{}-{}",
+            s.name,
+            chrono::Local::now().format("%Y-%m-%dT%H-%M-%S")
+        ))
+    });
+    let runs_dir = out.join("runs");
+    // Every job's options are checked before the first guest boots.
+    let mut planned = Vec::new();
+    for j in &jobs {
+        let mut argv = j.argv.clone();
+        argv.extend([
+            "--runs-dir".into(),
+            runs_dir.display().to_string(),
+            "-q".into(),
+        ]);
+        if let Some(extra) = &args.run_args {
+            argv.extend(extra.split_whitespace().map(str::to_string));
+        }
+        match parse_run(&argv) {
+            Ok((config, plan)) => planned.push((j.clone(), config, plan)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", j.key);
+                return 2;
+            }
+        }
+    }
+    let cpus = planned.first().map_or(2, |(_, c, _)| c.cpus.max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let parallel = args.jobs.unwrap_or((cores / cpus).max(1)) as usize;
+    let progress = Progress::new(false);
+    progress.step(&format!(
+        "suite {}: {} runs{}, {parallel} at a time; output in {}",
+        s.name,
+        planned.len(),
+        args.shard
+            .map(|sh| format!(" (shard {sh} of {} in all)", s.jobs().len()))
+            .unwrap_or_default(),
+        out.display()
+    ));
+    let mut result = SuiteResult::new(&s, args.shard);
+    let total = planned.len();
+    let started = Instant::now();
+    let out_for_tasks = out.clone();
+    // The run future is not Send (progress callbacks), so the guests share this thread:
+    // they are I/O-bound on the host side (QEMU does the work in its own processes).
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let local = tokio::task::LocalSet::new();
+    let done = local
+        .run_until(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, (job, config, plan)) in planned.into_iter().enumerate() {
+                let sem = sem.clone();
+                let progress = progress.clone();
+                set.spawn_local(async move {
+                    let _permit = sem.acquire_owned().await;
+                    progress.step(&format!("start {} ({}/{total})", job.key, i + 1));
+                    let r = run::execute(&config, plan, Progress::new(true)).await;
+                    (i, job, r)
+                });
+            }
+            let mut done: Vec<(usize, JobResult)> = Vec::new();
+            while let Some(joined) = set.join_next().await {
+                let Ok((i, job, r)) = joined else {
+                    eprintln!("error: a run's task failed");
+                    continue;
+                };
+                let jr = JobResult::from_report(&job, &r, &out_for_tasks);
+                let elapsed = started.elapsed().as_secs_f64();
+                let n = done.len() + 1;
+                let eta = elapsed / n as f64 * (total - n) as f64;
+                progress.step(&format!(
+                    "{} {}: {}{} [{n}/{total}, about {:.0} s left]",
+                    if jr.ok { "ok  " } else { "FAIL" },
+                    job.key,
+                    r.verdict_label(),
+                    if jr.ok { "" } else { " (not as expected)" },
+                    eta
+                ));
+                done.push((i, jr));
+            }
+            done
+        })
+        .await;
+    let mut done = done;
+    done.sort_by_key(|(i, _)| *i);
+    result.jobs = done.into_iter().map(|(_, j)| j).collect();
+    finish(&result, &out)
+}
+
+fn finish(result: &SuiteResult, out: &Path) -> i32 {
+    if let Err(e) = result.write(out) {
+        eprintln!("error: {e}");
+    }
+    print!("{}", result.summary());
+    println!(
+        "  output: {} (summary.txt, suite.json, junit.xml, index.html)",
+        out.display()
+    );
+    result.verdict().exit_code()
+}
+
+/// `e4race merge DIR... --out DIR`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> i32 {
+    let mut parts = Vec::new();
+    for d in dirs {
+        match SuiteResult::read(&d.join("suite.json")) {
+            Ok(mut r) => {
+                // Run directories stay where the part put them.
+                for j in &mut r.jobs {
+                    j.run_dir = d.join(&j.run_dir).display().to_string();
+                }
+                parts.push(r);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        }
+    }
+    match SuiteResult::merge(parts) {
+        Ok(r) => finish(&r, out),
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
