@@ -35,11 +35,19 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run a scenario and print its verdict.
     #[command(after_help = EXIT_CODES_HELP)]
     Run {
+        /// Repeat the run N times (each with its own run directory and, unless --seed is
+        /// given, its own seed); the result is the worst: BUG-FOUND if any run found
+        /// something. With --bisect: "not seen in N runs" is good.
+        #[arg(long, global = true, default_value_t = 1, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
         #[command(subcommand)]
         scenario: ScenarioCmd,
     },
@@ -114,7 +122,7 @@ pub enum Cmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ScenarioCmd {
     /// Boot, mkfs + mount ext4 on the test disk, write a tagged pattern, fsync, read it back,
     /// unmount, then `e2fsck -fn` on the host. The foundation every other scenario builds on.
@@ -406,7 +414,7 @@ pub fn parse_run(args: &[String]) -> Result<(RunConfig, ScenarioPlan), String> {
     let cli =
         Cli::try_parse_from(std::iter::once("e4race".to_string()).chain(args.iter().cloned()))
             .map_err(|e| e.to_string())?;
-    let Cmd::Run { scenario } = cli.command else {
+    let Cmd::Run { scenario, .. } = cli.command else {
         return Err(format!("not a run command: {}", args.join(" ")));
     };
     plan(scenario).map_err(|e| e.to_string())

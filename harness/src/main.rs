@@ -46,7 +46,7 @@ fn main() {
     };
     let code = rt.block_on(async move {
         match cli.command {
-            Cmd::Run { scenario } => run_scenario(scenario).await,
+            Cmd::Run { scenario, runs } => run_scenario(scenario, runs).await,
             Cmd::Doctor { kernel, reprobe } => doctor::doctor(&kernel, reprobe).await,
             Cmd::Validate(args) => validate::validate(args, cli::parse_run).await,
             Cmd::Suite(args) => suite_cmd::suite(args, cli::parse_run).await,
@@ -73,7 +73,7 @@ fn main() {
 
 mod doctor;
 
-async fn run_scenario(cmd: ScenarioCmd) -> i32 {
+async fn run_scenario(cmd: ScenarioCmd, runs: u32) -> i32 {
     let bisect = cmd.common().bisect;
     // Under `git bisect run`, a usage error must not read as "bad": a kernel that is not
     // there (the commit did not build) is skipped (125), anything else aborts (128).
@@ -82,27 +82,58 @@ async fn run_scenario(cmd: ScenarioCmd) -> i32 {
         (true, config::ConfigError::Kernel(_)) => 125,
         (true, _) => 128,
     };
-    let (config, plan) = match cli::plan(cmd) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return usage_exit(&e);
+    let mut reports = Vec::new();
+    for i in 0..runs {
+        // Planned anew each time: a fresh seed (unless --seed) and run id per run.
+        let (config, plan) = match cli::plan(cmd.clone()) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return usage_exit(&e);
+            }
+        };
+        if i == 0 {
+            if let Err(e) = config.check_kernel_exists() {
+                eprintln!("error: {e}");
+                return usage_exit(&e);
+            }
         }
-    };
-    if let Err(e) = config.check_kernel_exists() {
-        eprintln!("error: {e}");
-        return usage_exit(&e);
+        let progress = progress::Progress::new(config.quiet);
+        if runs > 1 {
+            progress.step(&format!("run {} of {runs}", i + 1));
+        }
+        let report = run::execute(&config, plan, progress).await;
+        if config.output == config::Output::Json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.summary());
+        }
+        let found = report.verdict == Verdict::BugFound;
+        reports.push(report);
+        // For a bisect, one bad run decides.
+        if found && bisect {
+            break;
+        }
     }
-    let progress = progress::Progress::new(config.quiet);
-    let report = run::execute(&config, plan, progress).await;
-    if config.output == config::Output::Json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.summary());
+    if runs > 1 {
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in &reports {
+            *by.entry(r.verdict.to_string()).or_default() += 1;
+        }
+        let line: Vec<String> = by.iter().map(|(v, n)| format!("{n} {v}")).collect();
+        println!("{} runs: {}", reports.len(), line.join(", "));
     }
-    if config.bisect {
-        report.bisect_code()
-    } else {
-        report.verdict.exit_code()
+    // The worst outcome decides: a finding, else a kernel error, else an infrastructure
+    // error, else PASS.
+    let worst = reports.iter().max_by_key(|r| match r.verdict {
+        Verdict::Pass => 0,
+        Verdict::InfraError => 1,
+        Verdict::KernelError => 2,
+        Verdict::BugFound => 3,
+    });
+    match worst {
+        Some(r) if bisect => r.bisect_code(),
+        Some(r) => r.verdict.exit_code(),
+        None => Verdict::InfraError.exit_code(),
     }
 }

@@ -364,7 +364,7 @@ mod tests {
             .iter()
             .chain(args)
             .copied();
-        let crate::cli::Cmd::Run { scenario } =
+        let crate::cli::Cmd::Run { scenario, .. } =
             crate::cli::Cli::try_parse_from(argv).unwrap().command
         else {
             panic!("not a run command");

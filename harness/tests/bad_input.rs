@@ -171,3 +171,22 @@ fn bisect_skips_what_cannot_be_tested() {
     );
     assert_eq!(o.status.code(), Some(128), "{}", text(&o));
 }
+
+/// `--runs N` repeats the run, each with its own directory, and sums the verdicts up.
+#[test]
+fn runs_repeat_and_the_worst_verdict_decides() {
+    let runs = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let o = e4race_env(
+        &["run", "--runs", "3", "smoke", "--bisect"],
+        runs.path(),
+        &[("PATH", empty.path().to_str().unwrap())],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("3 runs: 3 INFRA-ERROR"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 3);
+}
