@@ -1,7 +1,7 @@
 //! One run, start to end: run directory, guest image, accelerator, disk, boot, scenario,
 //! host-side oracles, report. Every path ends in a report in the run directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use e4race_guest_image::{self as image, ImageRequest, KernelSpec};
@@ -106,10 +106,34 @@ fn run_dir_name(plan: &ScenarioPlan, kernel: &KernelSpec) -> String {
     )
 }
 
+/// Creates `parent/name`, or `parent/name-2`, `-3`, … if it exists: two runs started in the
+/// same millisecond (`suite --jobs N`) must never share a run directory, or one run's cleanup
+/// deletes the other's disk.img. `create_dir` (not `_all`) is the atomic claim.
+fn create_unique_dir(parent: &Path, name: &str) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+    let first = parent.join(name);
+    std::fs::create_dir_all(parent).map_err(|e| (first.clone(), e))?;
+    let mut dir = first;
+    let mut n = 1u32;
+    loop {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => {
+                n += 1;
+                dir = parent.join(format!("{name}-{n}"));
+            }
+            Err(e) => return Err((dir, e)),
+        }
+    }
+}
+
 /// Runs a scenario and returns its report (already written to the run directory).
 pub async fn execute(config: &RunConfig, plan: ScenarioPlan, progress: Progress) -> Report {
     let started = Instant::now();
-    let dir = config.runs_dir.join(run_dir_name(&plan, &config.kernel));
+    let created = create_unique_dir(&config.runs_dir, &run_dir_name(&plan, &config.kernel));
+    let dir = match &created {
+        Ok(d) => d.clone(),
+        Err((d, _)) => d.clone(),
+    };
     let mut report = Report {
         disk_backend: config.disk_backend.as_str().into(),
         mutant: plan.mutant.clone(),
@@ -119,8 +143,11 @@ pub async fn execute(config: &RunConfig, plan: ScenarioPlan, progress: Progress)
         started_at: chrono::Local::now().to_rfc3339(),
         ..Report::new(&plan.name, &config.kernel_arg(), &dir, &plan.reproduce)
     };
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        report.error = Some(format!("creating the run directory {}: {e}", dir.display()));
+    if let Err((_, e)) = created {
+        report.error = Some(format!(
+            "creating the run directory {}: {e}; check that --runs-dir is writable",
+            dir.display()
+        ));
         report.duration_s = started.elapsed().as_secs_f64();
         return report;
     }
@@ -390,6 +417,23 @@ mod tests {
         std::fs::write(&p, "--- a/fs/ext4/inode.c\n").unwrap();
         assert_eq!(p.len(), len);
         p
+    }
+
+    #[test]
+    fn two_runs_with_the_same_name_get_distinct_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let parent = t.path().join("runs");
+        let a = create_unique_dir(&parent, "x-smoke-6.1").unwrap();
+        let b = create_unique_dir(&parent, "x-smoke-6.1").unwrap();
+        let c = create_unique_dir(&parent, "x-smoke-6.1").unwrap();
+        assert_ne!(a, b);
+        assert_ne!(b, c);
+        assert!(a.is_dir() && b.is_dir() && c.is_dir());
+        assert!(
+            b.to_string_lossy().ends_with("x-smoke-6.1-2"),
+            "{}",
+            b.display()
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
     ));
     let mut result = SuiteResult::new(&s, args.shard);
     let total = planned.len();
-    let started = Instant::now();
+    let display = SuiteDisplay::new(total, progress);
     let out_for_tasks = out.clone();
     // The run future is not Send (progress callbacks), so the guests share this thread:
     // they are I/O-bound on the host side (QEMU does the work in its own processes).
@@ -110,34 +110,34 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
             let mut set = tokio::task::JoinSet::new();
             for (i, (job, config, plan)) in planned.into_iter().enumerate() {
                 let sem = sem.clone();
-                let progress = progress.clone();
+                let display = display.clone();
                 set.spawn_local(async move {
                     let _permit = sem.acquire_owned().await;
-                    progress.step(&format!("start {} ({}/{total})", job.key, i + 1));
-                    let r = run::execute(&config, plan, Progress::new(true)).await;
-                    (i, job, r)
+                    let (run_progress, line) = display.start(&job.key, i + 1);
+                    let r = run::execute(&config, plan, run_progress).await;
+                    (i, job, r, line)
                 });
             }
             let mut done: Vec<(usize, JobResult)> = Vec::new();
             while let Some(joined) = set.join_next().await {
-                let Ok((i, job, r)) = joined else {
-                    eprintln!("error: a run's task failed");
+                let Ok((i, job, r, line)) = joined else {
+                    display.println("error: a run's task failed");
                     continue;
                 };
                 let jr = JobResult::from_report(&job, &r, &out_for_tasks);
-                let elapsed = started.elapsed().as_secs_f64();
-                let n = done.len() + 1;
-                let eta = elapsed / n as f64 * (total - n) as f64;
-                progress.step(&format!(
-                    "{} {}: {}{} [{n}/{total}, about {:.0} s left]",
-                    if jr.ok { "ok  " } else { "FAIL" },
-                    job.key,
-                    r.verdict_label(),
-                    if jr.ok { "" } else { " (not as expected)" },
-                    eta
-                ));
+                display.finish(
+                    line,
+                    &format!(
+                        "{} {}: {}{}",
+                        if jr.ok { "ok  " } else { "FAIL" },
+                        job.key,
+                        r.verdict_label(),
+                        if jr.ok { "" } else { " (not as expected)" },
+                    ),
+                );
                 done.push((i, jr));
             }
+            display.clear();
             done
         })
         .await;
@@ -145,6 +145,98 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
     done.sort_by_key(|(i, _)| *i);
     result.jobs = done.into_iter().map(|(_, j)| j).collect();
     finish(&result, &out)
+}
+
+/// What a running suite shows: on a terminal, one live line per running guest (its latest
+/// progress step) above an overall bar with an ETA; elsewhere (CI logs), one stamped line per
+/// start and per result, with the ETA in it.
+#[derive(Clone)]
+struct SuiteDisplay {
+    lines: indicatif::MultiProgress,
+    overall: indicatif::ProgressBar,
+    log: Progress,
+    started: Instant,
+    total: usize,
+    finished: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SuiteDisplay {
+    fn new(total: usize, log: Progress) -> Self {
+        // Hidden when stderr is not a terminal: the stamped lines take over.
+        let lines = indicatif::MultiProgress::new();
+        let overall = lines.add(indicatif::ProgressBar::new(total as u64));
+        overall.set_style(
+            indicatif::ProgressStyle::with_template(
+                "[{elapsed_precise}] {bar:30} {pos}/{len} runs, about {eta} left",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        SuiteDisplay {
+            lines,
+            overall,
+            log,
+            started: Instant::now(),
+            total,
+            finished: Arc::new(0.into()),
+        }
+    }
+
+    fn live(&self) -> bool {
+        !self.lines.is_hidden()
+    }
+
+    /// A run starts: its live line, and the progress it reports into.
+    fn start(&self, key: &str, n: usize) -> (Progress, Option<indicatif::ProgressBar>) {
+        if !self.live() {
+            self.log.step(&format!("start {key} ({n}/{})", self.total));
+            return (Progress::new(true), None);
+        }
+        let line = self
+            .lines
+            .insert_before(&self.overall, indicatif::ProgressBar::new_spinner());
+        line.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        line.set_prefix(key.to_string());
+        line.enable_steady_tick(std::time::Duration::from_millis(200));
+        (Progress::on_line(line.clone()), Some(line))
+    }
+
+    /// A run ended with `result` (one line that stays above the live ones).
+    fn finish(&self, line: Option<indicatif::ProgressBar>, result: &str) {
+        let n = self
+            .finished
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if let Some(line) = line {
+            line.finish_and_clear();
+            self.lines.remove(&line);
+        }
+        self.overall.inc(1);
+        if self.live() {
+            let _ = self.lines.println(result);
+        } else {
+            let elapsed = self.started.elapsed().as_secs_f64();
+            let eta = elapsed / n as f64 * self.total.saturating_sub(n) as f64;
+            self.log.step(&format!(
+                "{result} [{n}/{}, about {eta:.0} s left]",
+                self.total
+            ));
+        }
+    }
+
+    fn println(&self, msg: &str) {
+        if self.live() {
+            let _ = self.lines.println(msg);
+        } else {
+            eprintln!("{msg}");
+        }
+    }
+
+    fn clear(&self) {
+        self.overall.finish_and_clear();
+    }
 }
 
 fn finish(result: &SuiteResult, out: &Path) -> i32 {

@@ -108,7 +108,6 @@ fn vm_quick_suite_passes() {
 }
 
 #[test]
-#[ignore = "known bug: with --jobs 2 one of two concurrent smoke runs ended INFRA-ERROR (1 of 1 tries, 2026-12-03); not yet diagnosed"]
 fn vm_parallel_guests_give_the_verdicts_of_serial_ones() {
     let _l = vm_lock();
     let dir = tempfile::tempdir().unwrap();
@@ -133,6 +132,14 @@ fn vm_parallel_guests_give_the_verdicts_of_serial_ones() {
             dir.path(),
         );
         let r = suite::SuiteResult::read(&out.join("suite.json")).unwrap();
+        // Two guests started in the same millisecond must still get their own run directory.
+        let dirs: std::collections::BTreeSet<_> = r.jobs.iter().map(|j| &j.run_dir).collect();
+        assert_eq!(
+            dirs.len(),
+            r.jobs.len(),
+            "shared run directory: {:?}",
+            r.jobs
+        );
         (
             o.status.code(),
             r.jobs

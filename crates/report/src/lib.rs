@@ -330,9 +330,19 @@ impl Report {
     pub fn bisect_code(&self) -> i32 {
         match self.verdict {
             Verdict::Pass => 0,
-            Verdict::BugFound => 1,
-            Verdict::KernelError if self.boot_s.is_some() => 1,
-            Verdict::KernelError | Verdict::InfraError => 125,
+            _ if self.kernel_is_bad() => 1,
+            _ => 125,
+        }
+    }
+
+    /// Whether this run convicts the kernel: a new finding, or a kernel error (panic, oops,
+    /// hang) once the agent was up. A kernel that dies before the agent reports ready may just
+    /// be unbootable in this setup (bisect skips it; a mutant control does not count it).
+    pub fn kernel_is_bad(&self) -> bool {
+        match self.verdict {
+            Verdict::BugFound => true,
+            Verdict::KernelError => self.boot_s.is_some(),
+            Verdict::Pass | Verdict::InfraError => false,
         }
     }
 
@@ -389,4 +399,21 @@ impl Report {
             source,
         })
     }
+}
+
+/// Escapes text (report.html, a suite's index.html) for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c if c.is_control() && c != '\n' && c != '\t' => o.push('\u{fffd}'),
+            c => o.push(c),
+        }
+    }
+    o
 }

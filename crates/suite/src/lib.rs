@@ -322,10 +322,7 @@ impl JobResult {
     pub fn from_report(job: &Job, r: &Report, out: &Path) -> JobResult {
         let ok = match job.expect {
             Expect::Pass => r.verdict == Verdict::Pass,
-            Expect::BugFound => {
-                r.verdict == Verdict::BugFound
-                    || (r.verdict == Verdict::KernelError && r.boot_s.is_some())
-            }
+            Expect::BugFound => r.kernel_is_bad(),
         };
         let mut signatures = BTreeMap::new();
         for f in &r.findings {
@@ -588,12 +585,7 @@ impl SuiteResult {
 
     /// `index.html`: the summary as a table linking every run's report.html.
     pub fn index_html(&self) -> String {
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
+        let esc = e4race_report::html_escape;
         let mut h = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>e4race suite {}</title>\
              <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:left}}\
