@@ -173,7 +173,7 @@ impl ScenarioCmd {
 /// Options every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// Kernel: a Debian series (6.1, 6.12) fetched with apt-get download, or a path to a bzImage.
+    /// Kernel: a Debian series (6.1, 6.12, 7.2, 7.3; `e4race doctor` lists them) fetched with apt-get download, or a path to a bzImage.
     #[arg(long, default_value = e4race_guest_image::DEFAULT_SERIES, env = "E4RACE_KERNEL")]
     pub kernel: String,
     /// With --kernel PATH: the modules folder (`make modules_install INSTALL_MOD_PATH=DIR`, or lib/modules/RELEASE).

@@ -35,6 +35,10 @@ pub struct SuiteArgs {
     /// Print the jobs (of the shard) and exit.
     #[arg(long)]
     pub list: bool,
+    /// Options for every run that are not part of the jobs' keys (so not of their shard):
+    /// validate's --mutants-dir, a host path.
+    #[arg(skip)]
+    pub fixed_args: Vec<String>,
 }
 
 pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
@@ -45,13 +49,8 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
             return 2;
         }
     };
-    let jobs: Vec<suite::Job> = s
-        .jobs()
-        .into_iter()
-        .filter(|j| args.shard.is_none_or(|sh| sh.contains(&j.key)))
-        .collect();
     if args.list {
-        for j in &jobs {
+        for j in shard_jobs(&s, args.shard) {
             println!("{}\te4race {}", j.key, j.argv.join(" "));
         }
         return 0;
@@ -63,6 +62,30 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
             chrono::Local::now().format("%Y-%m-%dT%H-%M-%S")
         ))
     });
+    match run_suite(&s, &args, &out, parse_run).await {
+        Ok(result) => finish(&result, &out),
+        Err(code) => code,
+    }
+}
+
+/// The jobs of `s` in `shard` (all without one).
+fn shard_jobs(s: &Suite, shard: Option<Shard>) -> Vec<suite::Job> {
+    s.jobs()
+        .into_iter()
+        .filter(|j| shard.is_none_or(|sh| sh.contains(&j.key)))
+        .collect()
+}
+
+/// Runs the jobs of `s` (of `args.shard`), `args.jobs` guests at once, with their run
+/// directories under `out/runs`. Err: the exit code when a job's options are refused.
+pub async fn run_suite(
+    s: &Suite,
+    args: &SuiteArgs,
+    out: &Path,
+    parse_run: RunParser,
+) -> Result<SuiteResult, i32> {
+    let jobs = shard_jobs(s, args.shard);
+    let out = out.to_path_buf();
     let runs_dir = out.join("runs");
     // Every job's options are checked before the first guest boots.
     let mut planned = Vec::new();
@@ -73,6 +96,7 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
             runs_dir.display().to_string(),
             "-q".into(),
         ]);
+        argv.extend(args.fixed_args.iter().cloned());
         if let Some(extra) = &args.run_args {
             argv.extend(extra.split_whitespace().map(str::to_string));
         }
@@ -80,7 +104,7 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
             Ok((config, plan)) => planned.push((j.clone(), config, plan)),
             Err(e) => {
                 eprintln!("error: {}: {e}", j.key);
-                return 2;
+                return Err(2);
             }
         }
     }
@@ -97,7 +121,7 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
             .unwrap_or_default(),
         out.display()
     ));
-    let mut result = SuiteResult::new(&s, args.shard);
+    let mut result = SuiteResult::new(s, args.shard);
     let total = planned.len();
     let display = SuiteDisplay::new(total, progress);
     let out_for_tasks = out.clone();
@@ -144,7 +168,7 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
     let mut done = done;
     done.sort_by_key(|(i, _)| *i);
     result.jobs = done.into_iter().map(|(_, j)| j).collect();
-    finish(&result, &out)
+    Ok(result)
 }
 
 /// What a running suite shows: on a terminal, one live line per running guest (its latest
@@ -239,7 +263,7 @@ impl SuiteDisplay {
     }
 }
 
-fn finish(result: &SuiteResult, out: &Path) -> i32 {
+pub fn finish(result: &SuiteResult, out: &Path) -> i32 {
     if let Err(e) = result.write(out) {
         eprintln!("error: {e}");
     }

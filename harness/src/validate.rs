@@ -1,21 +1,21 @@
 //! `e4race validate`: mutation testing of the oracles. Each mutant runs N times, and the stock
 //! kernel N times, for each scenario and kernel; the table says how often the bug was detected
-//! and how often a correct kernel was blamed.
+//! and how often a correct kernel was blamed. It is a suite built in memory (mutants as
+//! controls), run by the suite runner: `--jobs`, `--shard` and `e4race merge` work as there,
+//! and the detection table (crates/suite/src/detection.rs) is computed from the job results.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use suite::{detection, Entry, Shard, Suite, SuiteFile};
 
 use crate::config::RunConfig;
-use crate::progress::Progress;
-use crate::report::Verdict;
-use crate::run;
 use crate::scenarios::ScenarioPlan;
+use crate::suite_cmd::{finish, run_suite, SuiteArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
     /// Runs per (scenario, kernel, mutant-or-stock) cell.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Kernels (Debian series), comma separated.
     #[arg(long, value_delimiter = ',', default_value = "6.1,6.12")]
@@ -36,215 +36,195 @@ pub struct ValidateArgs {
     /// Extra options passed to every `e4race run SCENARIO` (e.g. "--accel tcg").
     #[arg(long, allow_hyphen_values = true)]
     pub run_args: Option<String>,
-}
-
-/// One cell of the table.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cell {
-    pub scenario: String,
-    pub kernel: String,
-    pub mutant: String,
-    pub runs: u32,
-    /// Mutant runs with at least one data-loss finding.
-    pub detected: u32,
-    /// Stock runs with at least one data-loss finding.
-    pub false_positives: u32,
-    /// Runs that ended in KERNEL-ERROR or INFRA-ERROR.
-    pub errors: u32,
-    /// Median wall time (s) from run start to the verdict, over runs with a data-loss finding.
-    pub median_time_to_finding_s: Option<f64>,
-    pub median_run_s: Option<f64>,
-    pub lost_blocks_per_run: Vec<u64>,
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some((v[v.len() / 2] * 10.0).round() / 10.0)
+    /// Guests at once [default: host cores / vCPUs per guest, at least 1], as in `suite`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Run only the K-th of N parts (CI matrix jobs); `e4race merge` the parts' folders.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Print the runs (of the shard) and exit.
+    #[arg(long)]
+    pub list: bool,
 }
 
 /// Builds one run from the words of `e4race run ...` (cli::parse_run; passed in so that
 /// validate does not depend on the command line module that defines its arguments).
 pub type RunParser = fn(&[String]) -> Result<(RunConfig, ScenarioPlan), String>;
 
-pub async fn validate(args: ValidateArgs, parse_run: RunParser) -> i32 {
-    let root = crate::config::mutants_root(args.mutants_dir.as_deref());
-    let all = mutant::list(&root).unwrap_or_default();
-    let mut cells = Vec::new();
-    let progress = Progress::new(false);
+/// Builds validate's suite: for each kernel, each selected mutant runs the scenario its
+/// mutant.toml names (expected BUG-FOUND), and the stock kernel runs every scenario some
+/// selected mutant targets (expected PASS), `runs` times each.
+pub fn validate_suite(args: &ValidateArgs, root: &Path) -> Result<Suite, String> {
+    let all = mutant::list(root).map_err(|e| e.to_string())?;
+    let unknown: Vec<&String> = args
+        .mutants
+        .iter()
+        .filter(|m| !all.iter().any(|d| &d.name == *m))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "no mutant {unknown:?} in {} (it has: {})",
+            root.display(),
+            all.iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let entry = |scenario: &str, kernel: &str, mutant: Option<&str>| Entry {
+        scenario: scenario.into(),
+        kernels: vec![kernel.into()],
+        mutant: mutant.map(str::to_string),
+        patch: None,
+        args: vec![],
+        runs: args.runs,
+        seeds: vec![],
+        expect: None,
+    };
+    let mut entries = Vec::new();
     for kernel in &args.kernels {
-        // (scenario, mutant) cells: each mutant runs the scenario its mutant.toml names, and
-        // the stock kernel runs every scenario some selected mutant targets.
-        let mut variants: Vec<(String, Option<String>)> = Vec::new();
-        let mut scenarios: Vec<String> = Vec::new();
+        let mut scenarios: Vec<&str> = Vec::new();
+        let mut mutants = Vec::new();
         for m in &all {
             let wanted = args.mutants.is_empty() || args.mutants.contains(&m.name);
             if wanted && m.kernels.iter().any(|k| k == kernel) {
-                variants.push((m.scenario.clone(), Some(m.name.clone())));
-                if !scenarios.contains(&m.scenario) {
-                    scenarios.push(m.scenario.clone());
+                mutants.push(entry(&m.scenario, kernel, Some(&m.name)));
+                if !scenarios.contains(&m.scenario.as_str()) {
+                    scenarios.push(&m.scenario);
                 }
             }
         }
         if scenarios.is_empty() {
-            scenarios.push("migrate-mmap".into());
+            scenarios.push("migrate-mmap");
         }
         if !args.no_stock {
-            for (i, sc) in scenarios.iter().enumerate() {
-                variants.insert(i, (sc.clone(), None));
-            }
+            entries.extend(scenarios.iter().map(|sc| entry(sc, kernel, None)));
         }
-        for (scenario, variant) in variants {
-            let label = variant.clone().unwrap_or_else(|| "stock".into());
-            let mut cell = Cell {
-                scenario: scenario.clone(),
-                kernel: kernel.clone(),
-                mutant: label.clone(),
-                runs: 0,
-                detected: 0,
-                false_positives: 0,
-                errors: 0,
-                median_time_to_finding_s: None,
-                median_run_s: None,
-                lost_blocks_per_run: vec![],
-            };
-            let mut times = Vec::new();
-            let mut all_times = Vec::new();
-            for i in 0..args.runs {
-                let mut argv = vec![
-                    "run".to_string(),
-                    scenario.clone(),
-                    "--kernel".into(),
-                    kernel.clone(),
-                    "-q".into(),
-                    "--discard-image".into(),
-                ];
-                argv.extend(["--runs-dir".into(), args.runs_dir.display().to_string()]);
-                if let Some(m) = &variant {
-                    argv.extend(["--mutant".into(), m.clone()]);
-                    argv.extend(["--mutants-dir".into(), root.display().to_string()]);
-                }
-                if let Some(extra) = &args.run_args {
-                    argv.extend(extra.split_whitespace().map(str::to_string));
-                }
-                let (config, plan) = match parse_run(&argv) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return 2;
-                    }
-                };
-                let r = run::execute(&config, plan, Progress::new(true)).await;
-                cell.runs += 1;
-                let lost = r
-                    .exercise
-                    .as_ref()
-                    .map_or(0, |e| e.host().lost_blocks as u64);
-                cell.lost_blocks_per_run.push(lost);
-                all_times.push(r.duration_s);
-                match r.verdict {
-                    Verdict::KernelError | Verdict::InfraError => cell.errors += 1,
-                    _ => {}
-                }
-                if r.has_data_loss() {
-                    times.push(r.duration_s);
-                    if variant.is_some() {
-                        cell.detected += 1;
-                    } else {
-                        cell.false_positives += 1;
-                    }
-                }
-                progress.step(&format!(
-                    "{scenario} {kernel} {label} run {}/{}: {} ({} lost blocks, {:.0} s){}",
-                    i + 1,
-                    args.runs,
-                    r.verdict.as_str(),
-                    lost,
-                    r.duration_s,
-                    r.error
-                        .as_deref()
-                        .map(|e| format!(" error: {}", e.lines().next().unwrap_or("")))
-                        .unwrap_or_default()
-                ));
-            }
-            cell.median_time_to_finding_s = median(times);
-            cell.median_run_s = median(all_times);
-            cells.push(cell);
-        }
+        entries.extend(mutants);
     }
-    let table = render(&cells);
-    println!("{table}");
-    let _ = std::fs::create_dir_all(&args.runs_dir);
-    let _ = std::fs::write(args.runs_dir.join("validate.md"), &table);
+    if entries.is_empty() {
+        return Err("nothing to run: no mutant targets these kernels, and --no-stock".into());
+    }
+    Suite::new(
+        "validate".into(),
+        &args.runs_dir.join("validate.toml"),
+        SuiteFile {
+            name: Some("validate".into()),
+            entry: entries,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+pub async fn validate(args: ValidateArgs, parse_run: RunParser) -> i32 {
+    let root = crate::config::mutants_root(args.mutants_dir.as_deref());
+    let s = match validate_suite(&args, &root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let suite_args = SuiteArgs {
+        file: s.path.clone(),
+        shard: args.shard,
+        jobs: args.jobs,
+        out: Some(args.runs_dir.clone()),
+        run_args: args.run_args.clone(),
+        list: false,
+        // Batch runs keep their evidence in the report, not in a disk image per run.
+        fixed_args: vec![
+            "--discard-image".into(),
+            "--mutants-dir".into(),
+            root.display().to_string(),
+        ],
+    };
+    if args.list {
+        for j in s.jobs() {
+            if args.shard.is_none_or(|sh| sh.contains(&j.key)) {
+                println!("{}\te4race {}", j.key, j.argv.join(" "));
+            }
+        }
+        return 0;
+    }
+    let result = match run_suite(&s, &suite_args, &args.runs_dir, parse_run).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let code = finish(&result, &args.runs_dir);
+    let cells = detection::cells(&result.jobs);
+    let _ = std::fs::write(args.runs_dir.join("validate.md"), detection::render(&cells));
     let _ = std::fs::write(
         args.runs_dir.join("validate.json"),
         serde_json::to_string_pretty(&cells).unwrap_or_default(),
     );
-    0
-}
-
-pub fn render(cells: &[Cell]) -> String {
-    let mut s = String::from(
-        "| scenario | kernel | mutant | runs | detected | false positives | errors | median time to finding (s) | median run (s) |\n|---|---|---|---|---|---|---|---|---|\n",
+    println!(
+        "  table: {} (and validate.json); merge shards' folders with `e4race merge`",
+        args.runs_dir.join("validate.md").display()
     );
-    for c in cells {
-        let det = if c.mutant == "stock" {
-            "-".to_string()
-        } else {
-            format!("{}/{}", c.detected, c.runs)
-        };
-        let fp = if c.mutant == "stock" {
-            format!("{}/{}", c.false_positives, c.runs)
-        } else {
-            "-".to_string()
-        };
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            c.scenario,
-            c.kernel,
-            c.mutant,
-            c.runs,
-            det,
-            fp,
-            c.errors,
-            c.median_time_to_finding_s
-                .map(|t| format!("{t:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            c.median_run_s
-                .map(|t| format!("{t:.1}"))
-                .unwrap_or_else(|| "-".into()),
-        ));
-    }
-    s
+    code
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        v: ValidateArgs,
+    }
+
+    fn args(extra: &[&str]) -> ValidateArgs {
+        T::parse_from(std::iter::once("t").chain(extra.iter().copied())).v
+    }
+
+    fn shipped() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm-images/mutants")
+    }
 
     #[test]
-    fn table_separates_detection_from_false_positives() {
-        let mk = |mutant: &str, detected, fp| Cell {
-            scenario: "migrate-mmap".into(),
-            kernel: "6.1".into(),
-            mutant: mutant.into(),
-            runs: 20,
-            detected,
-            false_positives: fp,
-            errors: 0,
-            median_time_to_finding_s: Some(50.0),
-            median_run_s: Some(50.0),
-            lost_blocks_per_run: vec![],
-        };
-        let t = render(&[mk("stock", 0, 0), mk("migrate-flag-clear", 19, 0)]);
+    fn validate_is_a_suite_of_stock_runs_and_mutant_controls() {
+        let s = validate_suite(&args(&["--runs", "3", "--kernels", "6.1"]), &shipped()).unwrap();
+        let jobs = s.jobs();
+        let stock: Vec<_> = jobs.iter().filter(|j| j.mutant.is_none()).collect();
+        let controls: Vec<_> = jobs.iter().filter(|j| j.mutant.is_some()).collect();
+        assert!(!stock.is_empty() && !controls.is_empty(), "{jobs:?}");
+        assert!(stock.iter().all(|j| j.expect == suite::Expect::Pass));
+        assert!(controls.iter().all(|j| j.expect == suite::Expect::BugFound));
+        assert!(controls
+            .iter()
+            .any(|j| j.key.contains("+migrate-flag-clear")));
+        // Every (scenario, variant) cell has --runs runs; keys hold no host path (shards
+        // on runners with other checkouts must agree).
+        assert_eq!(jobs.len() % 3, 0);
+        assert!(jobs.iter().all(|j| !j.key.contains('/')), "{jobs:?}");
+        // Each stock scenario is one some control targets.
+        for c in &controls {
+            assert!(stock.iter().any(|j| j.scenario == c.scenario), "{}", c.key);
+        }
+    }
+
+    #[test]
+    fn validate_refuses_unknown_mutants_and_an_empty_selection() {
+        let e = validate_suite(&args(&["--mutants", "no-such"]), &shipped()).unwrap_err();
         assert!(
-            t.contains("| migrate-mmap | 6.1 | stock | 20 | - | 0/20 |"),
-            "{t}"
+            e.contains("no-such") && e.contains("migrate-flag-clear"),
+            "{e}"
         );
-        assert!(t.contains("| migrate-flag-clear | 20 | 19/20 | - |"), "{t}");
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![]), None);
+        let e = validate_suite(
+            &args(&[
+                "--no-stock",
+                "--kernels",
+                "9.9",
+                "--mutants",
+                "migrate-flag-clear",
+            ]),
+            &shipped(),
+        )
+        .unwrap_err();
+        assert!(e.contains("nothing to run"), "{e}");
+        assert!(T::try_parse_from(["t", "--runs", "0"]).is_err());
     }
 }

@@ -14,6 +14,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use e4race_report::{Report, Verdict};
+
+pub mod detection;
 use serde::{Deserialize, Serialize};
 
 /// What an entry's runs are expected to give.
@@ -81,6 +83,8 @@ pub struct Job {
     pub key: String,
     pub scenario: String,
     pub kernel: String,
+    /// The mutant this job loads: a control, expected to be caught.
+    pub mutant: Option<String>,
     pub expect: Expect,
     /// The words after `e4race` (`run SCENARIO ...`), without the runs directory.
     pub argv: Vec<String>,
@@ -145,6 +149,11 @@ impl Suite {
             path.file_stem()
                 .map_or("suite".into(), |s| s.to_string_lossy().into_owned())
         });
+        Self::new(name, path, file)
+    }
+
+    /// A suite built in memory (`validate`), checked like a file; `path` locates patches.
+    pub fn new(name: String, path: &Path, file: SuiteFile) -> Result<Suite, SuiteError> {
         let suite = Suite {
             name,
             path: path.to_path_buf(),
@@ -246,6 +255,7 @@ impl Suite {
                         key,
                         scenario: e.scenario.clone(),
                         kernel: kernel.clone(),
+                        mutant: e.mutant.clone(),
                         expect,
                         argv,
                     });
@@ -299,6 +309,8 @@ pub struct JobResult {
     pub key: String,
     pub scenario: String,
     pub kernel: String,
+    #[serde(default)]
+    pub mutant: Option<String>,
     pub expect: Expect,
     pub verdict: Verdict,
     /// `PASS (1 known issue)` and the like.
@@ -315,6 +327,11 @@ pub struct JobResult {
     pub known_issues: Vec<String>,
     pub error: Option<String>,
     pub reproduce: String,
+    /// Whether a finding was data loss (what the detection table counts).
+    #[serde(default)]
+    pub data_loss: bool,
+    #[serde(default)]
+    pub lost_blocks: u64,
 }
 
 impl JobResult {
@@ -333,6 +350,7 @@ impl JobResult {
             key: job.key.clone(),
             scenario: job.scenario.clone(),
             kernel: job.kernel.clone(),
+            mutant: job.mutant.clone(),
             expect: job.expect,
             verdict: r.verdict,
             verdict_label: r.verdict_label(),
@@ -344,6 +362,11 @@ impl JobResult {
             known_issues: r.known_issues.iter().map(|k| k.id.clone()).collect(),
             error: r.error.clone(),
             reproduce: r.reproduce.clone(),
+            data_loss: r.has_data_loss(),
+            lost_blocks: r
+                .exercise
+                .as_ref()
+                .map_or(0, |e| e.host().lost_blocks as u64),
         }
     }
 }
@@ -532,6 +555,13 @@ impl SuiteResult {
             let _ = writeln!(s, "  signatures (runs, findings):");
             for (sig, (runs, n)) in sigs {
                 let _ = writeln!(s, "    {sig}: {runs} runs, {n} findings");
+            }
+        }
+        // With mutants as controls: how well the oracles did (validate's table).
+        if self.jobs.iter().any(|j| j.mutant.is_some()) {
+            let _ = writeln!(s, "  detection (data-loss findings):");
+            for line in detection::render(&detection::cells(&self.jobs)).lines() {
+                let _ = writeln!(s, "    {line}");
             }
         }
         s

@@ -42,6 +42,7 @@ fn result_of(key: &str, expect: Expect, verdict: Verdict) -> JobResult {
         key: key.into(),
         scenario: key.split('@').next().unwrap().into(),
         kernel: "6.1".into(),
+        mutant: None,
         expect,
         verdict,
         verdict_label: verdict.to_string(),
@@ -57,6 +58,8 @@ fn result_of(key: &str, expect: Expect, verdict: Verdict) -> JobResult {
         known_issues: vec![],
         error: None,
         reproduce: format!("e4race {key}"),
+        data_loss: verdict == Verdict::BugFound,
+        lost_blocks: if verdict == Verdict::BugFound { 3 } else { 0 },
     }
 }
 
@@ -220,4 +223,58 @@ fn the_verdict_is_pass_only_when_every_job_did_what_was_expected() {
     for f in ["summary.txt", "junit.xml", "index.html"] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
+}
+
+#[test]
+fn the_detection_table_separates_detection_from_false_positives() {
+    use suite::detection;
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        let mut stock = result_of(
+            &format!("migrate-mmap@6.1#run{i}"),
+            Expect::Pass,
+            Verdict::Pass,
+        );
+        stock.duration_s = 40.0;
+        jobs.push(stock);
+        // 19 of 20 mutant runs lose blocks; one passes (a missed detection).
+        let v = if i == 7 {
+            Verdict::Pass
+        } else {
+            Verdict::BugFound
+        };
+        let mut m = result_of(
+            &format!("migrate-mmap@6.1+migrate-flag-clear#run{i}"),
+            Expect::BugFound,
+            v,
+        );
+        m.mutant = Some("migrate-flag-clear".into());
+        m.duration_s = 50.0 + i as f64;
+        jobs.push(m);
+    }
+    let mut err = result_of("migrate-mmap@6.1#run99", Expect::Pass, Verdict::InfraError);
+    err.duration_s = 1.0;
+    jobs.push(err);
+    let cells = detection::cells(&jobs);
+    assert_eq!(cells.len(), 2, "{cells:?}");
+    let t = detection::render(&cells);
+    assert!(
+        t.contains("| migrate-mmap | 6.1 | stock | 21 | - | 0/21 | 1 |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| migrate-flag-clear | 20 | 19/20 | - | 0 |"),
+        "{t}"
+    );
+    assert_eq!(cells[1].lost_blocks_per_run.iter().sum::<u64>(), 19 * 3);
+    assert_eq!(detection::median(vec![3.0, 1.0, 2.0]), Some(2.0));
+    assert_eq!(detection::median(vec![]), None);
+    // A suite with controls shows the table in its summary.
+    let mut r = SuiteResult::new(&suite(TEXT), None);
+    r.jobs = jobs;
+    assert!(
+        r.summary().contains("detection (data-loss findings):"),
+        "{}",
+        r.summary()
+    );
 }
