@@ -588,6 +588,7 @@ pub fn run_with(input: &Input, allow_known: bool) {
         // SAFETY: eventfd returns a new fd or -1; we own it.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
         assert!(fd >= 0);
+        // SAFETY: `fd` is the valid eventfd just opened, and nothing else owns it.
         let file = unsafe { fs::File::from_raw_fd(fd) };
         vring.set_call(Some(file.try_clone().unwrap()));
         Some(file)

@@ -1,6 +1,7 @@
 //! The command line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -9,7 +10,7 @@ use e4race_guest_image::KernelSpec;
 use crate::config::{
     self, ConfigError, Ext4Module, ImagePolicy, KnownIssuesSource, Output, RunConfig,
 };
-use crate::scenarios::{self, base_plan, ScenarioKind, ScenarioPlan};
+use crate::scenarios::{self, Scenario, ScenarioPlan};
 
 use crate::disk::DiskBackend;
 use crate::report::EXIT_CODES_HELP;
@@ -122,52 +123,59 @@ pub enum Cmd {
     },
 }
 
-#[derive(Debug, Clone, Subcommand)]
-pub enum ScenarioCmd {
+/// The scenario registry: `e4race run NAME` for each scenario, with the options every run
+/// takes (`CommonArgs`) and the scenario's own (its `Args` struct, which implements
+/// [`Scenario`]). Adding a scenario is one line here (and its own file under scenarios/).
+macro_rules! scenario_registry {
+    ($( $(#[$doc:meta])* $variant:ident => $args:ty, )*) => {
+        #[derive(Debug, Clone, Subcommand)]
+        pub enum ScenarioCmd {
+            $(
+                $(#[$doc])*
+                $variant {
+                    #[command(flatten)]
+                    common: CommonArgs,
+                    #[command(flatten)]
+                    params: $args,
+                },
+            )*
+        }
+
+        impl ScenarioCmd {
+            /// The options every scenario takes.
+            pub fn common(&self) -> &CommonArgs {
+                match self {
+                    $( ScenarioCmd::$variant { common, .. } => common, )*
+                }
+            }
+
+            /// The common options, and the scenario with its own.
+            pub fn into_parts(self) -> (CommonArgs, Arc<dyn Scenario>) {
+                match self {
+                    $( ScenarioCmd::$variant { common, params } => (common, Arc::new(params)), )*
+                }
+            }
+        }
+    };
+}
+
+scenario_registry! {
     /// Boot, mkfs + mount ext4 on the test disk, write a tagged pattern, fsync, read it back,
     /// unmount, then `e2fsck -fn` on the host. The foundation every other scenario builds on.
-    Smoke {
-        #[command(flatten)]
-        common: CommonArgs,
-        /// 4 KiB blocks to write.
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=(1 << 24)))]
-        blocks: u64,
-    },
+    Smoke => scenarios::smoke::SmokeArgs,
     /// Boot, then crash the kernel on purpose (sysrq c). Checks that a kernel panic ends the run
     /// as KERNEL-ERROR with the panic line; the expected exit code is 3.
-    PanicSelftest {
-        #[command(flatten)]
-        common: CommonArgs,
-    },
+    PanicSelftest => scenarios::smoke::PanicSelftestArgs,
     /// Race online defrag (EXT4_IOC_MOVE_EXT with a fallocated donor, or the real e4defrag)
     /// against mmap writers that fill holes and overwrite blocks with a new generation, then
     /// check every block holds the newest acknowledged generation.
-    DefragMmap {
-        #[command(flatten)]
-        common: CommonArgs,
-        #[command(flatten)]
-        params: crate::scenarios::defrag_mmap::DefragMmapArgs,
-    },
+    DefragMmap => scenarios::defrag_mmap::DefragMmapArgs,
     /// Race EXT4_IOC_MIGRATE (indirect → extent) against mmap writers that fill holes in the
     /// same files, then check every acknowledged block on the host (content, e2fsck, postconditions, kernel log).
-    MigrateMmap {
-        #[command(flatten)]
-        common: CommonArgs,
-        #[command(flatten)]
-        params: crate::scenarios::migrate_mmap::MigrateMmapArgs,
-    },
-}
-
-impl ScenarioCmd {
-    /// The options every scenario takes.
-    pub fn common(&self) -> &CommonArgs {
-        match self {
-            ScenarioCmd::Smoke { common, .. }
-            | ScenarioCmd::PanicSelftest { common }
-            | ScenarioCmd::DefragMmap { common, .. }
-            | ScenarioCmd::MigrateMmap { common, .. } => common,
-        }
-    }
+    MigrateMmap => scenarios::migrate_mmap::MigrateMmapArgs,
+    /// Write tagged files with pwrite, fsync each once, unmount, and check every block on the
+    /// host: no race, the durability baseline (and the worked example of adding a scenario).
+    FsyncOnly => scenarios::fsync_only::FsyncOnlyArgs,
 }
 
 /// Options every scenario takes.
@@ -327,85 +335,10 @@ impl TryFrom<CommonArgs> for RunConfig {
 
 /// Turns the parsed command line into a validated config and a plan.
 pub fn plan(cmd: ScenarioCmd) -> Result<(RunConfig, ScenarioPlan), ConfigError> {
-    match cmd {
-        ScenarioCmd::Smoke { common, blocks } => {
-            let common = RunConfig::try_from(common)?;
-            let plan = ScenarioPlan {
-                disk_mib: 256.max(((blocks * 4096) >> 20) * 2 + 64),
-                log_data: true,
-                ..base_plan(
-                    "smoke",
-                    &common,
-                    vec!["--blocks".into(), blocks.to_string()],
-                    serde_json::json!({ "blocks": blocks }),
-                    ScenarioKind::Smoke { blocks },
-                )
-            };
-            Ok((common, plan))
-        }
-        ScenarioCmd::PanicSelftest { common } => {
-            let common = RunConfig::try_from(common)?;
-            let plan = base_plan(
-                "panic-selftest",
-                &common,
-                Vec::new(),
-                serde_json::json!({}),
-                ScenarioKind::PanicSelftest,
-            );
-            Ok((common, plan))
-        }
-        ScenarioCmd::DefragMmap { common, params } => race_plan(
-            "defrag-mmap",
-            common,
-            params.seed,
-            params.disk_mib(),
-            |seed| params.to_argv(seed),
-            serde_json::to_value(&params).unwrap_or_default(),
-            |seed, run_id| {
-                ScenarioKind::DefragMmap(
-                    params.to_params(seed, run_id),
-                    params.mount_options.clone(),
-                )
-            },
-        ),
-        ScenarioCmd::MigrateMmap { common, params } => race_plan(
-            "migrate-mmap",
-            common,
-            params.seed,
-            params.disk_mib(),
-            |seed| params.to_argv(seed),
-            serde_json::to_value(&params).unwrap_or_default(),
-            |seed, run_id| {
-                ScenarioKind::MigrateMmap(
-                    params.to_params(seed, run_id),
-                    params.mount_options.clone(),
-                )
-            },
-        ),
-    }
-}
-
-/// A race scenario's plan: a seed (the user's, or a random one that the reproduce command
-/// then fixes), a fresh run id for the block tags, and the scenario's own disk size.
-fn race_plan(
-    name: &str,
-    common: CommonArgs,
-    seed: Option<u64>,
-    disk_mib: u64,
-    argv: impl FnOnce(u64) -> Vec<String>,
-    params: serde_json::Value,
-    kind: impl FnOnce(u64, u64) -> ScenarioKind,
-) -> Result<(RunConfig, ScenarioPlan), ConfigError> {
-    let common = RunConfig::try_from(common)?;
-    let seed = seed.unwrap_or_else(scenarios::smoke::rand_id);
-    let run_id = scenarios::smoke::rand_id();
-    let plan = ScenarioPlan {
-        seed: Some(seed),
-        run_id: Some(run_id),
-        disk_mib,
-        ..base_plan(name, &common, argv(seed), params, kind(seed, run_id))
-    };
-    Ok((common, plan))
+    let (common, scenario) = cmd.into_parts();
+    let config = RunConfig::try_from(common)?;
+    let plan = scenarios::plan(&config, scenario);
+    Ok((config, plan))
 }
 
 /// `e4race ARGS...` (without the program name) as a run's config and plan: what validate
@@ -519,6 +452,7 @@ mod tests {
         let own: Vec<String> = match scenario {
             "smoke" => s(&["--blocks", "7"]),
             "panic-selftest" => vec![],
+            "fsync-only" => s(&["--files", "3", "--blocks", "9", "--seed", "5"]),
             "migrate-mmap" => s(&[
                 "--files",
                 "2",

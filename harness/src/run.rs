@@ -350,8 +350,8 @@ async fn execute_inner(
         disk,
         command_timeout: config.command_timeout,
     };
-    let ctx_ref = &mut ctx;
-    let outcome = match scenarios::drive(plan, vm, ctx_ref).await {
+    let session = scenarios::GuestSession::new(vm, &ctx);
+    let outcome = match scenarios::drive(plan, session, &mut ctx).await {
         Ok(o) => o,
         // A guest that failed because the host failed its I/O: say so, not what it tripped on.
         Err(e) => {

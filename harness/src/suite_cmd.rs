@@ -7,9 +7,14 @@ use std::time::Instant;
 
 use suite::{JobResult, Shard, Suite, SuiteResult};
 
+use crate::config::RunConfig;
 use crate::progress::Progress;
 use crate::run;
-use crate::validate::RunParser;
+use crate::scenarios::ScenarioPlan;
+
+/// Builds one run from the words of `e4race run ...` (cli::parse_run; passed in so that
+/// the runner does not depend on the command line module that defines its arguments).
+pub type RunParser = fn(&[String]) -> Result<(RunConfig, ScenarioPlan), String>;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SuiteArgs {

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 
 use suite::{detection, Entry, Shard, Suite, SuiteFile};
 
-use crate::config::RunConfig;
-use crate::scenarios::ScenarioPlan;
-use crate::suite_cmd::{finish, run_suite, SuiteArgs};
+use crate::suite_cmd::{finish, run_suite, RunParser, SuiteArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
@@ -46,10 +44,6 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub list: bool,
 }
-
-/// Builds one run from the words of `e4race run ...` (cli::parse_run; passed in so that
-/// validate does not depend on the command line module that defines its arguments).
-pub type RunParser = fn(&[String]) -> Result<(RunConfig, ScenarioPlan), String>;
 
 /// Builds validate's suite: for each kernel, each selected mutant runs the scenario its
 /// mutant.toml names (expected BUG-FOUND), and the stock kernel runs every scenario some

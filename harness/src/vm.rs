@@ -62,6 +62,15 @@ pub struct VmConfig {
     pub bios: Option<PathBuf>,
 }
 
+/// What the agent says about a request before its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentNote<'a> {
+    /// A progress line.
+    Progress(&'a str),
+    /// A race workload finished round N (0-based).
+    RoundDone(u32),
+}
+
 /// `sun_path`'s size on Linux: a unix socket path must be shorter than this (it ends in a NUL).
 pub const SUN_PATH_MAX: usize = 108;
 
@@ -489,7 +498,7 @@ impl Vm {
         &mut self,
         command: Command,
         timeout: Duration,
-        progress: &mut dyn FnMut(&str),
+        on_note: &mut dyn FnMut(AgentNote<'_>),
     ) -> Result<Reply, VmError> {
         let id = self.next_id;
         self.next_id += 1;
@@ -518,7 +527,8 @@ impl Vm {
                 other => other?,
             };
             match msg {
-                AgentMessage::Progress { text, .. } => progress(&text),
+                AgentMessage::Progress { text, .. } => on_note(AgentNote::Progress(&text)),
+                AgentMessage::RoundDone { round, .. } => on_note(AgentNote::RoundDone(round)),
                 AgentMessage::Reply { id: rid, result } if rid == id => {
                     return result.map_err(VmError::Agent);
                 }

@@ -189,3 +189,28 @@ fn vm_smoke_boots_an_extracted_package_given_by_path() {
         "the run wrote into the user's modules folder"
     );
 }
+
+/// fsync-only, the worked example of a scenario: every fsynced block is on the final image.
+/// Invariant (any seed): each file's fsync(2) returned 0, so all files × blocks tagged
+/// blocks are acknowledged, the host checks each one and none is lost.
+#[test]
+fn vm_fsync_only_finds_every_fsynced_block() {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(
+        &["run", "fsync-only", "--files", "3", "--blocks", "100"],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r = report(&run_dir(runs.path()));
+    assert_eq!(r.verdict, Verdict::Pass);
+    let Some(e4race_report::Exercise::FsyncOnly(ex)) = &r.exercise else {
+        panic!("not an fsync-only exercise: {:?}", r.exercise);
+    };
+    assert_eq!((ex.files, ex.files_synced, ex.blocks_written), (3, 3, 300));
+    assert_eq!(ex.host.blocks_checked_on_host, 300);
+    assert_eq!(ex.host.lost_blocks, 0);
+    assert_eq!(ex.host.e2fsck, "clean");
+    // The reproduce command fixes the seed that was drawn.
+    assert!(r.reproduce.contains("--seed "), "{}", r.reproduce);
+}

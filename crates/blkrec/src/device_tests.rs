@@ -654,6 +654,7 @@ fn finished_requests_are_signalled_while_the_queue_drains() {
         // SAFETY: eventfd returns a new fd or -1; we own it and dup it once for the vring.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
         assert!(fd >= 0);
+        // SAFETY: `fd` is the valid eventfd just opened, and nothing else owns it.
         let counter = unsafe { std::fs::File::from_raw_fd(fd) };
         h.vring.set_call(Some(counter.try_clone().unwrap()));
         post_three_writes(&h);

@@ -82,9 +82,9 @@ fn main() -> ExitCode {
     // the limit by itself; an image write past it then fails with EFBIG (IOERR to the guest)
     // instead of killing blkrec with records still buffered.
     // SAFETY: setting a signal's disposition to SIG_IGN runs no handler code.
-    if let Err(e) =
-        unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn) }
-    {
+    let ignored =
+        unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn) };
+    if let Err(e) = ignored {
         eprintln!("blkrec: cannot ignore SIGXFSZ: {e}");
         return ExitCode::FAILURE;
     }

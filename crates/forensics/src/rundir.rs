@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
-use e4race_protocol::{BlockContent, BlockTag, MigrateMmapResult, RoundRecord};
+use e4race_protocol::{BlockContent, BlockTag, RaceResult, RoundRecord};
 use e4race_report::{FindingClass, Report};
 use oracles::{E2fsckReport, FsckFinding, LostBlock, Sign};
 
@@ -18,7 +18,7 @@ pub struct RunDir {
     pub dir: PathBuf,
     pub report: Report,
     /// workload.json, when the scenario had one.
-    pub workload: Option<MigrateMmapResult>,
+    pub workload: Option<RaceResult>,
     /// Every data-loss finding that names a block.
     pub lost: Vec<LostBlock>,
     /// Data-loss findings for whole files (missing or unreadable).
@@ -47,7 +47,7 @@ impl RunDir {
         let wp = dir.join("workload.json");
         let workload = if wp.is_file() {
             match read(&wp).and_then(|t| {
-                serde_json::from_str::<MigrateMmapResult>(&t)
+                serde_json::from_str::<RaceResult>(&t)
                     .map_err(|source| Error::Json { path: wp, source })
             }) {
                 Ok(w) => Some(w),

@@ -47,8 +47,9 @@ fn guest_events(r: &RoundRecord) -> impl Iterator<Item = u64> + '_ {
             .chain(&f.overwrite_t_ns)
             .copied()
             .chain(
-                [f.migrate.start_ns, f.migrate.end_ns]
-                    .into_iter()
+                f.migration
+                    .iter()
+                    .flat_map(|m| [m.start_ns, m.end_ns])
                     .filter(|&t| t > 0),
             )
             .chain(f.moves.iter().flat_map(|m| [m.start_ns, m.end_ns]))
@@ -216,14 +217,17 @@ pub fn rounds(
         for f in &r.files {
             let mut lane = FileLane {
                 path: f.path.clone(),
-                window: (f.migrate.end_ns > 0)
-                    .then(|| (map(f.migrate.start_ns), map(f.migrate.end_ns))),
+                window: f
+                    .migration
+                    .as_ref()
+                    .filter(|m| m.end_ns > 0)
+                    .map(|m| (map(m.start_ns), map(m.end_ns))),
                 moves: f
                     .moves
                     .iter()
                     .map(|m| (map(m.start_ns), map(m.end_ns)))
                     .collect(),
-                migrate_error: f.migrate.error,
+                migrate_error: f.migration.as_ref().map_or(0, |m| m.error),
                 ..Default::default()
             };
             let pairs = f

@@ -2,18 +2,18 @@
 //! file's blocks for a donor's while mmap writers fill holes and overwrite blocks with a new
 //! tag generation (docs/facts.md §7).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use e4race_protocol::{
-    splitmix, BlockContent, BlockTag, DefragDriver, DefragMmapParams, FileRecord, MigrateCall,
-    MigrateMmapResult, MoveCall, PostconditionFailure, TAG_BLOCK_SIZE,
+    splitmix, BlockContent, BlockTag, DefragDriver, DefragMmapParams, FileRecord, MoveCall,
+    PostconditionFailure, RaceResult, TAG_BLOCK_SIZE,
 };
 
+use crate::migrate::fiemap_blocks;
 use crate::race::{self, SharedMap};
-use crate::workload::fiemap_blocks;
 use crate::{errno_err, io_err, now_ns, AResult};
 
 /// `struct move_extent` (include/uapi/linux/ext4.h / fs/ext4/ext4.h).
@@ -37,8 +37,8 @@ const CHUNK: u64 = 8;
 
 pub fn defrag_mmap(
     p: &DefragMmapParams,
-    progress: &mut dyn FnMut(String),
-) -> AResult<MigrateMmapResult> {
+    progress: &mut dyn FnMut(race::Note),
+) -> AResult<RaceResult> {
     race::rounds(
         &p.dir,
         p.rounds,
@@ -66,16 +66,6 @@ pub fn defrag_mmap(
     )
 }
 
-fn create(path: &str) -> AResult<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| io_err(format!("create {path}"), e))
-}
-
 fn race_one_file(
     p: &DefragMmapParams,
     round: u32,
@@ -94,9 +84,9 @@ fn race_one_file(
         generation,
     };
     let mix = splitmix(p.seed ^ (u64::from(round) << 32) ^ u64::from(file_id) ^ 0xdef7a6);
-    let f = create(&path)?;
+    let f = race::create(&path)?;
     let filler_path = format!("{dir}/filler{file_id}");
-    let filler = create(&filler_path)?;
+    let filler = race::create(&filler_path)?;
     let ino = {
         use std::os::unix::fs::MetadataExt;
         f.metadata().map(|m| m.ino()).unwrap_or(0)
@@ -184,7 +174,7 @@ fn race_one_file(
     let cursor = AtomicU64::new(0);
 
     let donor_path = format!("{dir}/donor{file_id}");
-    let donor = create(&donor_path)?;
+    let donor = race::create(&donor_path)?;
     if p.driver == DefragDriver::MoveExt {
         // The donor gets preallocated (unwritten) extents, as e4defrag does (catalog §3).
         nix::fcntl::fallocate(
@@ -245,7 +235,8 @@ fn race_one_file(
         hole_lblks: fills.iter().map(|s| s.lblk).collect(),
         hole_t_ns: fills.iter().map(|s| s.t_ns).collect(),
         synced,
-        migrate: MigrateCall::default(),
+        migration: None,
+        after: Default::default(),
         postconditions: Vec::new(),
         overwrites: overwrites.iter().map(|s| s.lblk).collect(),
         overwrite_t_ns: overwrites.iter().map(|s| s.t_ns).collect(),
@@ -341,8 +332,8 @@ fn check_postconditions(
         }
     }
     let (ranges, count) = fiemap_blocks(f, size)?;
-    r.migrate.flags_after = crate::workload::get_flags(f).map(|v| v as u32).unwrap_or(0);
-    r.migrate.extents_after = count;
+    r.after.flags = crate::migrate::get_flags(f).map(|v| v as u32).unwrap_or(0);
+    r.after.extents = count;
     let expected = r.acknowledged_generations();
     if r.synced {
         let mut mapped = vec![false; (size / TAG_BLOCK_SIZE as u64) as usize];
@@ -378,7 +369,7 @@ fn check_postconditions(
             bad.push(lblk);
         }
     }
-    r.migrate.content_ok_after = bad.is_empty();
+    r.after.content_ok = bad.is_empty();
     if !bad.is_empty() {
         fails.push(PostconditionFailure {
             check: "content-reads-back-after-move".into(),

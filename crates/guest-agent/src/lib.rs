@@ -6,9 +6,10 @@
 //! as a line starting with [`CONSOLE_ERROR_PREFIX`], which the host turns into a clear error.
 
 pub mod defrag;
+pub mod fsync_only;
+pub mod migrate;
 pub mod race;
 mod sys;
-pub mod workload;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -143,8 +144,12 @@ impl Channel {
             .map_err(|e| io_err("writing the control port", e))
     }
 
-    pub(crate) fn progress(&mut self, id: u64, text: String) {
-        let _ = self.send(&AgentMessage::Progress { id, text });
+    /// A workload's note on request `id`.
+    pub(crate) fn note(&mut self, id: u64, note: race::Note) {
+        let _ = self.send(&match note {
+            race::Note::Line(text) => AgentMessage::Progress { id, text },
+            race::Note::RoundDone(round) => AgentMessage::RoundDone { id, round },
+        });
     }
 }
 
@@ -204,12 +209,13 @@ fn execute(chan: &mut Channel, req: Request) -> AResult<Reply> {
         } => write_pattern(&path, run_id, blocks).map(Reply::Pattern),
         Command::MigrateMmap(p) => {
             let id = req.id;
-            workload::migrate_mmap(&p, &mut |t| chan.progress(id, t)).map(Reply::MigrateMmap)
+            migrate::migrate_mmap(&p, &mut |n| chan.note(id, n)).map(Reply::Race)
         }
         Command::DefragMmap(p) => {
             let id = req.id;
-            defrag::defrag_mmap(&p, &mut |t| chan.progress(id, t)).map(Reply::DefragMmap)
+            defrag::defrag_mmap(&p, &mut |n| chan.note(id, n)).map(Reply::Race)
         }
+        Command::FsyncOnly(p) => fsync_only::fsync_only(&p).map(Reply::Race),
         Command::Dmesg => Ok(Reply::Dmesg {
             text: sys::read_kmsg(),
         }),

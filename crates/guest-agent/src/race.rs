@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use std::sync::Barrier;
 use std::time::Instant;
 
-use e4race_protocol::{BlockTag, FileRecord, MigrateMmapResult, RoundRecord, TAG_BLOCK_SIZE};
+use e4race_protocol::{BlockTag, FileRecord, RaceResult, RoundRecord, TAG_BLOCK_SIZE};
 use nix::sys::mman::{mmap, msync, munmap, MapFlags, MsFlags, ProtFlags};
 
 use crate::{err, errno_err, io_err, now_ns, AResult};
@@ -15,23 +15,23 @@ use crate::{err, errno_err, io_err, now_ns, AResult};
 /// Runs `rounds` rounds (fewer once `duration_s` has passed, 0 = no limit). Each round gets
 /// its own directory `r<round>` under `root` and races `files` files at once, one thread per
 /// file: `race_file(round, file_id, "r<round>/f<file_id>", dir)`. `summary` turns a finished
-/// round into its progress line.
+/// round into its progress line, sent after the round's [`Note::RoundDone`].
 pub fn rounds(
     root: &str,
     rounds: u32,
     files: u32,
     duration_s: u32,
-    progress: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(Note),
     race_file: impl Fn(u32, u32, String, &str) -> AResult<FileRecord> + Sync,
     summary: impl Fn(u32, &[FileRecord]) -> String,
-) -> AResult<MigrateMmapResult> {
+) -> AResult<RaceResult> {
     let start = Instant::now();
     let mut out = Vec::new();
     for round in 0..rounds {
         if duration_s > 0 && start.elapsed().as_secs() >= u64::from(duration_s) {
-            progress(format!(
+            progress(Note::Line(format!(
                 "duration {duration_s} s reached after {round} rounds"
-            ));
+            )));
             break;
         }
         let rel_dir = format!("r{round}");
@@ -54,10 +54,30 @@ pub fn rounds(
                 .collect()
         });
         let files = results.into_iter().collect::<AResult<Vec<_>>>()?;
-        progress(summary(round, &files));
+        progress(Note::RoundDone(round));
+        progress(Note::Line(summary(round, &files)));
         out.push(RoundRecord { round, files });
     }
-    Ok(MigrateMmapResult { rounds: out })
+    Ok(RaceResult { rounds: out })
+}
+
+/// Creates (or truncates) `path` for reading and writing.
+pub fn create(path: &str) -> AResult<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| io_err(format!("create {path}"), e))
+}
+
+/// What a workload tells the host while it runs.
+pub enum Note {
+    /// A progress line.
+    Line(String),
+    /// Round `n` (0-based, as in [`RoundRecord::round`]) is over: every store of it returned.
+    RoundDone(u32),
 }
 
 /// A MAP_SHARED read-write mapping of a whole file, stored into by several writer threads.
@@ -70,6 +90,7 @@ pub struct SharedMap {
 // run after every borrow (and so every writer thread in a scope) has ended; writers store to
 // disjoint pages.
 unsafe impl Send for SharedMap {}
+// SAFETY: as for Send: shared references only store to disjoint pages of a live mapping.
 unsafe impl Sync for SharedMap {}
 
 impl SharedMap {

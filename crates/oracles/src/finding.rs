@@ -87,7 +87,9 @@ impl Finding {
             Finding::ReadBack { .. } => "read-back".into(),
             Finding::FsCorruption(f) => match f {
                 // Unrecognized e2fsck lines: their words, without the numbers in them.
-                crate::FsckFinding::Other { text } => format!("e2fsck:{}", without_numbers(text)),
+                crate::FsckFinding::Other { text } => {
+                    format!("e2fsck:{}", crate::signature::without_numbers(text))
+                }
                 _ => format!("e2fsck:{}", serde_kind(f)),
             },
             Finding::ApiPostcondition { check, .. } => check.clone(),
@@ -150,45 +152,6 @@ fn serde_kind<T: Serialize>(v: &T) -> String {
     }
 }
 
-/// `text` with every run of digits (with hex after `0x`), and every bare hex word of 8 or
-/// more digits (a kernel address), replaced by `N`: block, inode and PID numbers must not
-/// split one kind of finding into many.
-pub(crate) fn without_numbers(text: &str) -> String {
-    let word = |w: &str| -> String {
-        if w.len() >= 8 && w.chars().all(|c| c.is_ascii_hexdigit()) {
-            return "N".into();
-        }
-        let mut out = String::with_capacity(w.len());
-        let mut chars = w.chars().peekable();
-        let mut prev = ' ';
-        while let Some(c) = chars.next() {
-            // A number starts after a non-identifier character: `ext4_foo` and `e4race` keep
-            // their digits.
-            let starts_number = !(prev.is_ascii_alphanumeric() || prev == '_');
-            prev = c;
-            if c.is_ascii_digit() && starts_number {
-                if c == '0' && chars.peek() == Some(&'x') {
-                    chars.next();
-                    while chars.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
-                        chars.next();
-                    }
-                }
-                while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    chars.next();
-                }
-                out.push('N');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    text.split_whitespace()
-        .map(word)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Everything the oracles found, in one list: content losses, e2fsck findings, the guest's
 /// postcondition failures from `rounds`, and kernel log complaints.
 pub fn verdict_findings(
@@ -224,7 +187,7 @@ mod tests {
     use super::*;
     use crate::content::Found;
     use crate::kernel_log::KernelLogClass;
-    use e4race_protocol::{FileRecord, MigrateCall, PostconditionFailure};
+    use e4race_protocol::{FileRecord, InodeAfter, MigrateCall, PostconditionFailure};
 
     #[test]
     fn signature_keys_name_the_kind_not_the_instance() {
@@ -285,19 +248,6 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_masked() {
-        assert_eq!(
-            without_numbers("Inode 12 has 0x1f blocks "),
-            "Inode N has N blocks"
-        );
-        assert_eq!(without_numbers("no digits"), "no digits");
-        assert_eq!(
-            without_numbers("ext4_mb e4race-agent:412"),
-            "ext4_mb e4race-agent:N"
-        );
-    }
-
-    #[test]
     fn collects_and_serializes_every_kind() {
         let lost = LostBlock {
             path: "r0/f0".into(),
@@ -327,15 +277,17 @@ mod tests {
                 hole_lblks: vec![],
                 hole_t_ns: vec![],
                 synced: true,
-                migrate: MigrateCall {
+                migration: Some(MigrateCall {
                     start_ns: 0,
                     end_ns: 0,
                     error: 0,
                     return_value: 0,
                     flags_before: 0,
-                    flags_after: 0,
-                    extents_after: 0,
-                    content_ok_after: false,
+                }),
+                after: InodeAfter {
+                    flags: 0,
+                    extents: 0,
+                    content_ok: false,
                 },
                 postconditions: vec![PostconditionFailure {
                     check: "extents-flag".into(),

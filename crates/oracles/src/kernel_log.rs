@@ -210,7 +210,7 @@ pub fn site(line: &str) -> String {
             return format!("EXT4-fs error {func}");
         }
     }
-    crate::finding::without_numbers(line)
+    crate::signature::without_numbers(line)
 }
 
 #[cfg(test)]

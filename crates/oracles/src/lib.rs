@@ -12,6 +12,7 @@ pub mod error;
 pub mod finding;
 pub mod fsck;
 pub mod kernel_log;
+mod signature;
 
 pub use content::{
     check_content, check_file, ContentReport, FileCheck, FileProblem, FileProblemKind, Found,

@@ -57,6 +57,8 @@ pub enum Command {
     MigrateMmap(MigrateMmapParams),
     /// Runs the defrag-mmap race workload.
     DefragMmap(DefragMmapParams),
+    /// Writes and fsyncs tagged files (the fsync-only scenario); replies with a `Race` record.
+    FsyncOnly(FsyncOnlyParams),
     /// The kernel log so far (`/dev/kmsg` drained without blocking).
     Dmesg,
     /// Crashes the kernel on purpose with sysrq `c`. Used to test KERNEL-ERROR detection.
@@ -79,6 +81,9 @@ pub enum AgentMessage {
     },
     /// A line of progress for a long request.
     Progress { id: u64, text: String },
+    /// A race workload finished round `round` (1-based): the host marks the write log here,
+    /// ordered with the round's writes.
+    RoundDone { id: u64, round: u32 },
     /// The one reply to request `id`.
     Reply {
         id: u64,
@@ -106,9 +111,8 @@ pub enum Reply {
         stderr: String,
     },
     Pattern(PatternResult),
-    MigrateMmap(MigrateMmapResult),
-    /// Same shape as migrate-mmap's: rounds of files with their stores and calls.
-    DefragMmap(MigrateMmapResult),
+    /// What a race workload (migrate-mmap, defrag-mmap) did.
+    Race(RaceResult),
     Dmesg {
         text: String,
     },

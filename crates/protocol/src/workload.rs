@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which call converts the file from indirect to extent mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum MigrateDriver {
     /// `ioctl(fd, EXT4_IOC_MIGRATE)` directly.
@@ -16,6 +17,7 @@ pub enum MigrateDriver {
 
 /// Which 4 KiB blocks of a fresh file start as holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum HolePattern {
     /// Even blocks are written with pwrite, odd blocks are holes (docs/facts.md §5).
@@ -61,9 +63,10 @@ pub struct MigrateMmapParams {
     pub driver: MigrateDriver,
 }
 
-/// What one migrate-mmap boot did, for the host's oracles.
+/// What one race workload (migrate-mmap, defrag-mmap) did in one boot, for the host's
+/// oracles: its rounds, each with its files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigrateMmapResult {
+pub struct RaceResult {
     pub rounds: Vec<RoundRecord>,
 }
 
@@ -73,7 +76,8 @@ pub struct RoundRecord {
     pub files: Vec<FileRecord>,
 }
 
-/// One file of one round: what was written, when, and what the migration said.
+/// One file of one round: what was written, when, what the remapping calls said, and the
+/// inode afterwards.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub file_id: u32,
@@ -90,7 +94,12 @@ pub struct FileRecord {
     /// Whether msync + fsync after the race succeeded: if so, every tag above is
     /// acknowledged and must be on disk.
     pub synced: bool,
-    pub migrate: MigrateCall,
+    /// The EXT4_IOC_MIGRATE call (migrate-mmap); `None` where the scenario does not migrate.
+    #[serde(default)]
+    pub migration: Option<MigrateCall>,
+    /// The inode once the race is over.
+    #[serde(default)]
+    pub after: InodeAfter,
     /// Disagreements between what the ioctl returned and the inode's state afterwards.
     pub postconditions: Vec<PostconditionFailure>,
     /// Blocks that held data and were overwritten through the mapping with generation 1
@@ -131,6 +140,7 @@ pub struct MoveCall {
 
 /// Which remapping the defrag workload drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum DefragDriver {
     /// EXT4_IOC_MOVE_EXT directly, range by range, with a fallocated donor (like e4defrag).
@@ -171,6 +181,17 @@ pub struct DefragMmapParams {
     pub aim: bool,
 }
 
+/// Parameters of one fsync-only boot: `files` files of `file_blocks` tagged blocks, written
+/// with pwrite in a seeded order and fsynced once each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsyncOnlyParams {
+    pub dir: String,
+    pub run_id: u64,
+    pub seed: u64,
+    pub files: u32,
+    pub file_blocks: u64,
+}
+
 /// One migration call and its window on CLOCK_MONOTONIC.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrateCall {
@@ -181,12 +202,19 @@ pub struct MigrateCall {
     /// What ioctl(2) itself returned when it did not fail (0 expected).
     #[serde(default)]
     pub return_value: i64,
-    /// FS_IOC_GETFLAGS before and after.
+    /// FS_IOC_GETFLAGS before the call (after it: [`InodeAfter::flags`]).
     pub flags_before: u32,
-    pub flags_after: u32,
-    /// FIEMAP extent count after the call, and whether the file read back as written.
-    pub extents_after: u32,
-    pub content_ok_after: bool,
+}
+
+/// The inode once the race is over (after the migration, or after the last move).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InodeAfter {
+    /// FS_IOC_GETFLAGS.
+    pub flags: u32,
+    /// FIEMAP extent count.
+    pub extents: u32,
+    /// Whether the file read back as written.
+    pub content_ok: bool,
 }
 
 /// A check of the inode against the return code that failed.
@@ -250,11 +278,14 @@ impl FileRecord {
         covered
     }
 
-    /// How many hole stores landed inside the migration window.
+    /// How many hole stores landed inside the migration window (0 without a migration).
     pub fn writes_in_window(&self) -> usize {
+        let Some(m) = &self.migration else {
+            return 0;
+        };
         self.hole_t_ns
             .iter()
-            .filter(|&&t| t >= self.migrate.start_ns && t <= self.migrate.end_ns)
+            .filter(|&&t| t >= m.start_ns && t <= m.end_ns)
             .count()
     }
 }
@@ -303,15 +334,17 @@ mod tests {
             hole_lblks: vec![1, 3, 5],
             hole_t_ns: vec![5, 10, 30],
             synced: true,
-            migrate: MigrateCall {
+            migration: Some(MigrateCall {
                 start_ns: 10,
                 end_ns: 20,
                 error: 0,
                 return_value: 0,
                 flags_before: 0,
-                flags_after: 0x80000,
-                extents_after: 1,
-                content_ok_after: true,
+            }),
+            after: InodeAfter {
+                flags: 0x80000,
+                extents: 1,
+                content_ok: true,
             },
             postconditions: vec![],
             overwrites: vec![0],

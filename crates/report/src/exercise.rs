@@ -12,6 +12,7 @@ pub enum Exercise {
     Smoke(SmokeExercise),
     MigrateMmap(MigrateExercise),
     DefragMmap(DefragExercise),
+    FsyncOnly(FsyncExercise),
 }
 
 /// What the host checked after a race, whatever the race.
@@ -30,6 +31,17 @@ pub struct SmokeExercise {
     pub blocks_written: u64,
     pub blocks_read_back_ok: u64,
     pub run_id: u64,
+    #[serde(flatten)]
+    pub host: HostCheck,
+}
+
+/// Files written and fsynced (fsync-only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsyncExercise {
+    pub files: usize,
+    /// Of those, the ones whose fsync(2) succeeded (their blocks are acknowledged).
+    pub files_synced: usize,
+    pub blocks_written: u64,
     #[serde(flatten)]
     pub host: HostCheck,
 }
@@ -74,7 +86,7 @@ impl Exercise {
     /// per file in migrate-mmap).
     pub fn files_label(&self) -> Option<(usize, &'static str)> {
         match self {
-            Exercise::Smoke(_) => None,
+            Exercise::Smoke(_) | Exercise::FsyncOnly(_) => None,
             Exercise::MigrateMmap(e) => Some((e.files, "migrations")),
             Exercise::DefragMmap(e) => Some((e.files, "files")),
         }
@@ -86,6 +98,7 @@ impl Exercise {
             Exercise::Smoke(e) => &e.host,
             Exercise::MigrateMmap(e) => &e.host,
             Exercise::DefragMmap(e) => &e.host,
+            Exercise::FsyncOnly(e) => &e.host,
         }
     }
 
@@ -102,6 +115,11 @@ impl Exercise {
                 ("blocks written", e.blocks_written.to_string()),
                 ("blocks read back ok", e.blocks_read_back_ok.to_string()),
                 ("run id", e.run_id.to_string()),
+            ],
+            Exercise::FsyncOnly(e) => vec![
+                ("files", e.files.to_string()),
+                ("files synced", e.files_synced.to_string()),
+                ("blocks written", e.blocks_written.to_string()),
             ],
             Exercise::MigrateMmap(e) => vec![
                 ("rounds", e.rounds.to_string()),

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use exercise::{DefragExercise, Exercise, HostCheck, MigrateExercise, SmokeExercise};
+pub use exercise::{
+    DefragExercise, Exercise, FsyncExercise, HostCheck, MigrateExercise, SmokeExercise,
+};
 pub use oracles::FindingClass;
 
 /// The schema this crate reads and writes. Version 2: findings carry the oracle's own record

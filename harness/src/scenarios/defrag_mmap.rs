@@ -8,14 +8,13 @@
 //! zeros is a lost block. On a correct kernel we expect neither, with stores inside the move
 //! windows as evidence that the race was exercised.
 
-use e4race_protocol::{Command, DefragDriver, DefragMmapParams, MigrateMmapResult};
+use e4race_protocol::{Command, DefragDriver, DefragMmapParams, RaceResult};
 
-use crate::error::RunError;
 use crate::report::{DefragExercise, Exercise, HostCheck};
-use crate::scenarios::race;
-use crate::scenarios::smoke::MOUNT_POINT;
-use crate::scenarios::{RunContext, ScenarioOutcome};
-use crate::vm::Vm;
+use crate::scenarios::session::MOUNT_POINT;
+use crate::scenarios::{
+    race, DriveFuture, GuestSession, RunContext, Scenario, ScenarioPlan, Seeding,
+};
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct DefragMmapArgs {
@@ -43,7 +42,7 @@ pub struct DefragMmapArgs {
     pub mount_options: String,
     /// The EXT4_IOC_MOVE_EXT driver (move-ext) or the real e4defrag (e4defrag).
     #[arg(long, value_enum, default_value = "move-ext")]
-    pub driver: DefragDriverArg,
+    pub driver: DefragDriver,
     /// Fallocate half of the holes first (unwritten extents the writers then initialise;
     /// MOVE_EXT swaps unwritten ranges without copying). --prealloc=false for plain holes.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -59,13 +58,6 @@ pub struct DefragMmapArgs {
     pub aim: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DefragDriverArg {
-    MoveExt,
-    E4defrag,
-}
-
 impl DefragMmapArgs {
     pub fn to_params(&self, seed: u64, run_id: u64) -> DefragMmapParams {
         DefragMmapParams {
@@ -78,10 +70,7 @@ impl DefragMmapArgs {
             writers: self.writers,
             rounds: self.rounds,
             duration_s: self.duration,
-            driver: match self.driver {
-                DefragDriverArg::MoveExt => DefragDriver::MoveExt,
-                DefragDriverArg::E4defrag => DefragDriver::E4defrag,
-            },
+            driver: self.driver,
             prealloc: self.prealloc,
             flush_ms: self.flush_ms,
             aim: self.aim,
@@ -94,7 +83,7 @@ impl DefragMmapArgs {
         u64::from(self.rounds) * per_round + 3 * per_round + 160
     }
 
-    pub fn to_argv(&self, seed: u64) -> Vec<String> {
+    fn argv_with_seed(&self, seed: u64) -> Vec<String> {
         vec![
             "--files".into(),
             self.files.to_string(),
@@ -113,10 +102,7 @@ impl DefragMmapArgs {
             "--mount-options".into(),
             self.mount_options.clone(),
             "--driver".into(),
-            match self.driver {
-                DefragDriverArg::MoveExt => "move-ext".into(),
-                DefragDriverArg::E4defrag => "e4defrag".into(),
-            },
+            super::value_name(self.driver),
             format!("--prealloc={}", self.prealloc),
             "--flush-ms".into(),
             self.flush_ms.to_string(),
@@ -125,32 +111,55 @@ impl DefragMmapArgs {
     }
 }
 
-pub async fn drive(
-    params: &DefragMmapParams,
-    mount_options: &str,
-    vm: Vm,
-    ctx: &mut RunContext,
-) -> Result<ScenarioOutcome, RunError> {
-    ctx.progress.step(&format!(
-        "racing {:?}: {} rounds x {} fragmented files x {} MiB, seed {}",
-        params.driver,
-        params.rounds,
-        params.files,
-        (params.file_blocks * 4096) >> 20,
-        params.seed
-    ));
-    race::drive(
-        Command::DefragMmap(params.clone()),
-        params.run_id,
-        mount_options,
-        exercise,
-        vm,
-        ctx,
-    )
-    .await
+impl Scenario for DefragMmapArgs {
+    fn name(&self) -> &'static str {
+        "defrag-mmap"
+    }
+
+    fn argv(&self, seed: Option<u64>) -> Vec<String> {
+        self.argv_with_seed(seed.unwrap_or(0))
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn seeding(&self) -> Seeding {
+        self.seed.map_or(Seeding::Random, Seeding::Fixed)
+    }
+
+    fn disk_mib(&self) -> u64 {
+        DefragMmapArgs::disk_mib(self)
+    }
+
+    fn drive<'a>(
+        &'a self,
+        plan: &'a ScenarioPlan,
+        session: GuestSession,
+        ctx: &'a mut RunContext,
+    ) -> DriveFuture<'a> {
+        let (seed, run_id) = plan.seed_and_run_id();
+        let params = self.to_params(seed, run_id);
+        ctx.progress.step(&format!(
+            "racing {:?}: {} rounds x {} fragmented files x {} MiB, seed {}",
+            params.driver,
+            params.rounds,
+            params.files,
+            (params.file_blocks * 4096) >> 20,
+            params.seed
+        ));
+        Box::pin(race::drive(
+            Command::DefragMmap(params),
+            run_id,
+            &self.mount_options,
+            exercise,
+            session,
+            ctx,
+        ))
+    }
 }
 
-fn exercise(r: &MigrateMmapResult, host: HostCheck) -> Exercise {
+fn exercise(r: &RaceResult, host: HostCheck) -> Exercise {
     let files: Vec<_> = r.rounds.iter().flat_map(|x| x.files.iter()).collect();
     let mut moves: std::collections::BTreeMap<String, usize> = Default::default();
     for m in files.iter().flat_map(|f| f.moves.iter()) {
@@ -179,7 +188,7 @@ fn exercise(r: &MigrateMmapResult, host: HostCheck) -> Exercise {
         preallocated_blocks: files.iter().map(|f| f.unwritten_lblks.len()).sum(),
         moves,
         mean_extents_before: mean(&|f| f.extents_before),
-        mean_extents_after: mean(&|f| f.migrate.extents_after),
+        mean_extents_after: mean(&|f| f.after.extents),
         host,
     })
 }

@@ -9,14 +9,13 @@
 //! instead. On a correct kernel we therefore expect no lost block, but some EAGAINs and
 //! writes inside the migration windows (the evidence that the race was exercised).
 
-use e4race_protocol::{Command, HolePattern, MigrateDriver, MigrateMmapParams, MigrateMmapResult};
+use e4race_protocol::{Command, HolePattern, MigrateDriver, MigrateMmapParams, RaceResult};
 
-use crate::error::RunError;
 use crate::report::{Exercise, HostCheck, MigrateExercise};
-use crate::scenarios::race;
-use crate::scenarios::smoke::MOUNT_POINT;
-use crate::scenarios::{RunContext, ScenarioOutcome};
-use crate::vm::Vm;
+use crate::scenarios::session::MOUNT_POINT;
+use crate::scenarios::{
+    race, DriveFuture, GuestSession, RunContext, Scenario, ScenarioPlan, Seeding,
+};
 
 /// The knobs, all settable from the command line. Defaults are tuned to find the seed bug
 /// quickly under TCG on 2 vCPUs while finishing well inside 90 s.
@@ -30,7 +29,7 @@ pub struct MigrateMmapArgs {
     pub size_mib: u64,
     /// Which blocks start as holes: alternate (odd blocks), random, sparse (all but block 0).
     #[arg(long, value_enum, default_value = "alternate")]
-    pub holes: HolePatternArg,
+    pub holes: HolePattern,
     /// mmap writer threads per file.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub writers: u32,
@@ -49,22 +48,7 @@ pub struct MigrateMmapArgs {
     pub mount_options: String,
     /// How to migrate: the ioctl directly, or the real `chattr +e`.
     #[arg(long, value_enum, default_value = "ioctl")]
-    pub driver: DriverArg,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HolePatternArg {
-    Alternate,
-    Random,
-    Sparse,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriverArg {
-    Ioctl,
-    Chattr,
+    pub driver: MigrateDriver,
 }
 
 impl MigrateMmapArgs {
@@ -75,18 +59,11 @@ impl MigrateMmapArgs {
             seed,
             files: self.files,
             file_blocks: (self.size_mib << 20) / 4096,
-            hole_pattern: match self.holes {
-                HolePatternArg::Alternate => HolePattern::Alternate,
-                HolePatternArg::Random => HolePattern::Random,
-                HolePatternArg::Sparse => HolePattern::Sparse,
-            },
+            hole_pattern: self.holes,
             writers: self.writers,
             rounds: self.rounds,
             duration_s: self.duration,
-            driver: match self.driver {
-                DriverArg::Ioctl => MigrateDriver::Ioctl,
-                DriverArg::Chattr => MigrateDriver::Chattr,
-            },
+            driver: self.driver,
         }
     }
 
@@ -96,14 +73,14 @@ impl MigrateMmapArgs {
         data + data / 5 + 160
     }
 
-    pub fn to_argv(&self, seed: u64) -> Vec<String> {
+    fn argv_with_seed(&self, seed: u64) -> Vec<String> {
         let v = vec![
             "--files".to_string(),
             self.files.to_string(),
             "--size-mib".into(),
             self.size_mib.to_string(),
             "--holes".into(),
-            format!("{:?}", self.holes).to_lowercase(),
+            super::value_name(self.holes),
             "--writers".into(),
             self.writers.to_string(),
             "--rounds".into(),
@@ -115,43 +92,66 @@ impl MigrateMmapArgs {
             "--mount-options".into(),
             self.mount_options.clone(),
             "--driver".into(),
-            format!("{:?}", self.driver).to_lowercase(),
+            super::value_name(self.driver),
         ];
         v
     }
 }
 
-pub async fn drive(
-    params: &MigrateMmapParams,
-    mount_options: &str,
-    vm: Vm,
-    ctx: &mut RunContext,
-) -> Result<ScenarioOutcome, RunError> {
-    ctx.progress.step(&format!(
-        "racing EXT4_IOC_MIGRATE: {} rounds x {} files x {} MiB, {} writer(s) per file, seed {}",
-        params.rounds,
-        params.files,
-        (params.file_blocks * 4096) >> 20,
-        params.writers,
-        params.seed
-    ));
-    race::drive(
-        Command::MigrateMmap(params.clone()),
-        params.run_id,
-        mount_options,
-        exercise,
-        vm,
-        ctx,
-    )
-    .await
+impl Scenario for MigrateMmapArgs {
+    fn name(&self) -> &'static str {
+        "migrate-mmap"
+    }
+
+    fn argv(&self, seed: Option<u64>) -> Vec<String> {
+        self.argv_with_seed(seed.unwrap_or(0))
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn seeding(&self) -> Seeding {
+        self.seed.map_or(Seeding::Random, Seeding::Fixed)
+    }
+
+    fn disk_mib(&self) -> u64 {
+        MigrateMmapArgs::disk_mib(self)
+    }
+
+    fn drive<'a>(
+        &'a self,
+        plan: &'a ScenarioPlan,
+        session: GuestSession,
+        ctx: &'a mut RunContext,
+    ) -> DriveFuture<'a> {
+        let (seed, run_id) = plan.seed_and_run_id();
+        let params = self.to_params(seed, run_id);
+        ctx.progress.step(&format!(
+            "racing EXT4_IOC_MIGRATE: {} rounds x {} files x {} MiB, {} writer(s) per file, seed {}",
+            params.rounds,
+            params.files,
+            (params.file_blocks * 4096) >> 20,
+            params.writers,
+            params.seed
+        ));
+        Box::pin(race::drive(
+            Command::MigrateMmap(params),
+            run_id,
+            &self.mount_options,
+            exercise,
+            session,
+            ctx,
+        ))
+    }
 }
 
 /// The numbers that show the race was exercised.
-fn exercise(r: &MigrateMmapResult, host: HostCheck) -> Exercise {
+fn exercise(r: &RaceResult, host: HostCheck) -> Exercise {
     let files: Vec<_> = r.rounds.iter().flat_map(|x| x.files.iter()).collect();
     let mut migrations: std::collections::BTreeMap<String, usize> = Default::default();
-    for f in &files {
-        let k = match f.migrate.error {
+    for m in files.iter().filter_map(|f| f.migration.as_ref()) {
+        let k = match m.error {
             0 => "ok".to_string(),
             e => nix::errno::Errno::from_raw(e).to_string(),
         };
@@ -159,7 +159,8 @@ fn exercise(r: &MigrateMmapResult, host: HostCheck) -> Exercise {
     }
     let window_ms: f64 = files
         .iter()
-        .map(|f| (f.migrate.end_ns.saturating_sub(f.migrate.start_ns)) as f64 / 1e6)
+        .filter_map(|f| f.migration.as_ref())
+        .map(|m| (m.end_ns.saturating_sub(m.start_ns)) as f64 / 1e6)
         .sum::<f64>()
         / files.len().max(1) as f64;
     Exercise::MigrateMmap(MigrateExercise {

@@ -1,11 +1,20 @@
 //! The scenarios: what runs in the guest, and how the host judges it.
+//!
+//! Each scenario is one file here: a clap `Args` struct (its options) that implements
+//! [`Scenario`], plus one line in the registry (`scenario_registry!` in cli.rs). Everything
+//! else (the plan, the reproduce command, the run directory, the report) is shared.
 
 pub mod defrag_mmap;
+pub mod fsync_only;
 pub mod migrate_mmap;
 mod race;
+pub mod session;
 pub mod smoke;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,7 +24,7 @@ use crate::disk::TestDisk;
 use crate::error::RunError;
 use crate::progress::Progress;
 use crate::report::{Exercise, Finding};
-use crate::vm::Vm;
+pub use session::GuestSession;
 
 /// What a scenario hands to the report.
 pub struct ScenarioOutcome {
@@ -31,12 +40,55 @@ pub struct RunContext {
     pub command_timeout: Duration,
 }
 
+/// A scenario's drive future (not `Send`: progress callbacks borrow the context).
+pub type DriveFuture<'a> = Pin<Box<dyn Future<Output = Result<ScenarioOutcome, RunError>> + 'a>>;
+
+/// Whether a scenario's runs are seeded, and with what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeding {
+    /// Nothing random: no `--seed`.
+    Unseeded,
+    /// `--seed` was given.
+    Fixed(u64),
+    /// Seeded, but the user gave none: a random one is drawn and the reproduce command fixes it.
+    Random,
+}
+
+/// One scenario: its options, turned into a plan, and how it drives the booted guest.
+pub trait Scenario: std::fmt::Debug + Send + Sync {
+    /// Its name on the command line and in reports (`e4race run NAME`).
+    fn name(&self) -> &'static str;
+    /// Its own options as words of `e4race run NAME`, with the run's seed (if seeded) fixed.
+    fn argv(&self, seed: Option<u64>) -> Vec<String>;
+    /// plan.json's `params`.
+    fn params(&self) -> serde_json::Value;
+    fn seeding(&self) -> Seeding {
+        Seeding::Unseeded
+    }
+    /// The test disk's size.
+    fn disk_mib(&self) -> u64 {
+        64
+    }
+    /// Whether blkrec records the written data too (replay to any point), not only hashes.
+    fn log_data(&self) -> bool {
+        false
+    }
+    /// Drives the booted guest through the scenario, ends the session, and judges the result.
+    fn drive<'a>(
+        &'a self,
+        plan: &'a ScenarioPlan,
+        session: GuestSession,
+        ctx: &'a mut RunContext,
+    ) -> DriveFuture<'a>;
+}
+
 /// Everything needed to re-run a scenario; saved as plan.json.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioPlan {
     pub name: String,
     pub seed: Option<u64>,
-    /// The run id the guest puts in its block tags (scenarios that tag blocks).
+    /// The run id the guest puts in its block tags: fresh for every run, so two runs never
+    /// share tags.
     pub run_id: Option<u64>,
     pub mutant: Option<String>,
     pub params: serde_json::Value,
@@ -45,33 +97,31 @@ pub struct ScenarioPlan {
     pub log_data: bool,
     pub reproduce: String,
     #[serde(skip)]
-    pub kind: ScenarioKind,
+    pub scenario: Arc<dyn Scenario>,
 }
 
-#[derive(Debug, Clone)]
-pub enum ScenarioKind {
-    Smoke { blocks: u64 },
-    PanicSelftest,
-    MigrateMmap(e4race_protocol::MigrateMmapParams, String),
-    DefragMmap(e4race_protocol::DefragMmapParams, String),
+impl ScenarioPlan {
+    /// The seed of a seeded scenario (0 for others), and the run id.
+    pub fn seed_and_run_id(&self) -> (u64, u64) {
+        (self.seed.unwrap_or(0), self.run_id.unwrap_or(0))
+    }
 }
 
 /// Drives the booted guest through the scenario, powers it off, and judges the result.
 pub async fn drive(
     plan: &ScenarioPlan,
-    vm: Vm,
+    session: GuestSession,
     ctx: &mut RunContext,
 ) -> Result<ScenarioOutcome, RunError> {
-    match &plan.kind {
-        ScenarioKind::Smoke { blocks } => smoke::drive(*blocks, vm, ctx).await,
-        ScenarioKind::PanicSelftest => smoke::crash(vm, ctx).await,
-        ScenarioKind::DefragMmap(params, mount_options) => {
-            defrag_mmap::drive(params, mount_options, vm, ctx).await
-        }
-        ScenarioKind::MigrateMmap(params, mount_options) => {
-            migrate_mmap::drive(params, mount_options, vm, ctx).await
-        }
-    }
+    let scenario = plan.scenario.clone();
+    scenario.drive(plan, session, ctx).await
+}
+
+/// How a value of a command-line enum is spelled on the command line (`--driver move-ext`).
+pub fn value_name<T: clap::ValueEnum>(v: T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// `e4race ARGS...` with shell quoting.
@@ -82,27 +132,28 @@ pub fn reproduce_command(args: &[String]) -> String {
         .join(" ")
 }
 
-/// What every plan shares: its name, the reproduce command (`e4race run NAME` + the common
-/// options + the scenario's own), the mutant label and the scenario's parameters.
-pub fn base_plan(
-    name: &str,
-    config: &RunConfig,
-    scenario_argv: Vec<String>,
-    params: serde_json::Value,
-    kind: ScenarioKind,
-) -> ScenarioPlan {
-    let mut argv = vec!["run".to_string(), name.into()];
+/// The plan of `scenario` under `config`: the seed (the user's, or a random one that the
+/// reproduce command then fixes), a fresh run id for the block tags, the reproduce command
+/// (`e4race run NAME` + the common options + the scenario's own), the mutant label and the
+/// scenario's parameters.
+pub fn plan(config: &RunConfig, scenario: Arc<dyn Scenario>) -> ScenarioPlan {
+    let seed = match scenario.seeding() {
+        Seeding::Unseeded => None,
+        Seeding::Fixed(s) => Some(s),
+        Seeding::Random => Some(smoke::rand_id()),
+    };
+    let mut argv = vec!["run".to_string(), scenario.name().into()];
     argv.extend(config.to_argv());
-    argv.extend(scenario_argv);
+    argv.extend(scenario.argv(seed));
     ScenarioPlan {
-        name: name.into(),
-        seed: None,
-        run_id: None,
+        name: scenario.name().into(),
+        seed,
+        run_id: Some(smoke::rand_id()),
         mutant: config.ext4.label(),
-        params,
-        disk_mib: 64,
-        log_data: false,
+        params: scenario.params(),
+        disk_mib: scenario.disk_mib(),
+        log_data: scenario.log_data(),
         reproduce: reproduce_command(&argv),
-        kind,
+        scenario,
     }
 }

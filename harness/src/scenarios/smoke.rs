@@ -1,61 +1,71 @@
 //! `smoke`: boot, mkfs, mount, write a tagged pattern, fsync, read back, unmount, e2fsck.
 
-use std::time::Duration;
-
-use e4race_protocol::{Command, FileRecord, MigrateCall, Reply, RoundRecord};
+use e4race_protocol::{Command, FileRecord, Reply, RoundRecord};
 
 use crate::error::RunError;
 use crate::fsck;
 use crate::report::{Exercise, Finding, HostCheck, SmokeExercise};
-use crate::scenarios::{RunContext, ScenarioOutcome};
-use crate::vm::Vm;
+use crate::scenarios::session::MOUNT_POINT;
+use crate::scenarios::{
+    DriveFuture, GuestSession, RunContext, Scenario, ScenarioOutcome, ScenarioPlan,
+};
 
-pub const DEVICE: &str = "/dev/vda";
-pub const MOUNT_POINT: &str = "/mnt";
+/// Boot, mkfs + mount ext4 on the test disk, write a tagged pattern, fsync, read it back,
+/// unmount, then `e2fsck -fn` on the host.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct SmokeArgs {
+    /// 4 KiB blocks to write.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=(1 << 24)))]
+    pub blocks: u64,
+}
 
-pub async fn drive(
+impl Scenario for SmokeArgs {
+    fn name(&self) -> &'static str {
+        "smoke"
+    }
+
+    fn argv(&self, _seed: Option<u64>) -> Vec<String> {
+        vec!["--blocks".into(), self.blocks.to_string()]
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn disk_mib(&self) -> u64 {
+        256.max(((self.blocks * 4096) >> 20) * 2 + 64)
+    }
+
+    fn log_data(&self) -> bool {
+        true
+    }
+
+    fn drive<'a>(
+        &'a self,
+        plan: &'a ScenarioPlan,
+        session: GuestSession,
+        ctx: &'a mut RunContext,
+    ) -> DriveFuture<'a> {
+        Box::pin(drive(self.blocks, plan.seed_and_run_id().1, session, ctx))
+    }
+}
+
+async fn drive(
     blocks: u64,
-    mut vm: Vm,
+    run_id: u64,
+    mut session: GuestSession,
     ctx: &mut RunContext,
 ) -> Result<ScenarioOutcome, RunError> {
-    let t = ctx.command_timeout;
-    let p = ctx.progress.clone();
-    let mut quiet = |_: &str| {};
-    p.step("mkfs.ext4 on the test disk");
-    vm.request(
-        Command::Mkfs {
-            device: DEVICE.into(),
-            args: vec!["-b".into(), "4096".into()],
-        },
-        t,
-        &mut quiet,
-    )
-    .await?;
-    vm.request(
-        Command::Mount {
-            device: DEVICE.into(),
-            target: MOUNT_POINT.into(),
-            options: String::new(),
-        },
-        t,
-        &mut quiet,
-    )
-    .await?;
-    ctx.disk.mark("mounted");
-    let run_id: u64 = rand_id();
-    p.step(&format!(
+    session.fresh_ext4(ctx, &[], "").await?;
+    ctx.progress.step(&format!(
         "writing {blocks} tagged blocks, fsync, drop caches, read back"
     ));
-    let reply = vm
-        .request(
-            Command::WritePattern {
-                path: format!("{MOUNT_POINT}/smoke"),
-                run_id,
-                blocks,
-            },
-            t,
-            &mut quiet,
-        )
+    let reply = session
+        .request(Command::WritePattern {
+            path: format!("{MOUNT_POINT}/smoke"),
+            run_id,
+            blocks,
+        })
         .await?;
     ctx.disk.mark("pattern-synced");
     let Reply::Pattern(pat) = reply else {
@@ -63,17 +73,8 @@ pub async fn drive(
             "unexpected reply to write-pattern: {reply:?}"
         )));
     };
-    vm.request(
-        Command::Umount {
-            target: MOUNT_POINT.into(),
-        },
-        t,
-        &mut quiet,
-    )
-    .await?;
-    p.step("powering off");
-    vm.power_off(Duration::from_secs(30)).await?;
-    ctx.disk.stop().await?;
+    let dmesg = session.finish(ctx).await?;
+    let p = &ctx.progress;
 
     let mut findings = Vec::new();
     if !pat.mismatched.is_empty() {
@@ -95,7 +96,8 @@ pub async fn drive(
             hole_lblks: vec![],
             hole_t_ns: vec![],
             synced: true,
-            migrate: MigrateCall::default(),
+            migration: None,
+            after: Default::default(),
             postconditions: vec![],
             overwrites: vec![],
             overwrite_t_ns: vec![],
@@ -111,7 +113,7 @@ pub async fn drive(
         Some(&content),
         Some(&fsck),
         &rounds,
-        "",
+        &dmesg,
     ));
     Ok(ScenarioOutcome {
         findings,
@@ -137,11 +139,36 @@ pub fn rand_id() -> u64 {
     e4race_protocol::splitmix(t ^ u64::from(std::process::id()))
 }
 
-/// Crashes the guest kernel with sysrq `c`. The request can only end in a kernel error (or
-/// in an infra error if the crash does not happen), never in a reply.
-pub async fn crash(mut vm: Vm, ctx: &mut RunContext) -> Result<ScenarioOutcome, RunError> {
-    ctx.progress.step("crashing the kernel with sysrq c");
-    vm.request(Command::CrashKernel, ctx.command_timeout, &mut |_| {})
-        .await?;
-    Err(RunError::Other("the kernel survived sysrq c".into()))
+/// Boot, then crash the kernel on purpose (sysrq c): checks that a kernel panic ends the run
+/// as KERNEL-ERROR with the panic line.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct PanicSelftestArgs {}
+
+impl Scenario for PanicSelftestArgs {
+    fn name(&self) -> &'static str {
+        "panic-selftest"
+    }
+
+    fn argv(&self, _seed: Option<u64>) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    fn drive<'a>(
+        &'a self,
+        _plan: &'a ScenarioPlan,
+        mut session: GuestSession,
+        ctx: &'a mut RunContext,
+    ) -> DriveFuture<'a> {
+        Box::pin(async move {
+            // The request can only end in a kernel error (or in an infra error if the crash
+            // does not happen), never in a reply.
+            ctx.progress.step("crashing the kernel with sysrq c");
+            session.request(Command::CrashKernel).await?;
+            Err(RunError::Other("the kernel survived sysrq c".into()))
+        })
+    }
 }

@@ -1,7 +1,7 @@
 //! Builds real ext4 images holding tagged files, and the RoundRecords that describe them.
 #![allow(dead_code)]
 
-use e4race_protocol::{BlockTag, FileRecord, MigrateCall, RoundRecord, TAG_BLOCK_SIZE};
+use e4race_protocol::{BlockTag, FileRecord, InodeAfter, MigrateCall, RoundRecord, TAG_BLOCK_SIZE};
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -67,15 +67,17 @@ pub fn records(specs: &[Spec]) -> Vec<RoundRecord> {
             hole_lblks: s.hole_lblks(),
             hole_t_ns: s.hole_lblks().iter().map(|l| 1000 + l).collect(),
             synced: s.synced,
-            migrate: MigrateCall {
+            migration: Some(MigrateCall {
                 start_ns: 1000,
                 end_ns: 2000,
                 error: 0,
                 return_value: 0,
                 flags_before: 0,
-                flags_after: 0x80000,
-                extents_after: 1,
-                content_ok_after: true,
+            }),
+            after: InodeAfter {
+                flags: 0x80000,
+                extents: 1,
+                content_ok: true,
             },
             postconditions: vec![],
             overwrites: vec![],

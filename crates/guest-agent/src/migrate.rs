@@ -1,12 +1,12 @@
 //! The race workloads.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use e4race_protocol::{
     splitmix, BlockContent, BlockTag, FileRecord, MigrateCall, MigrateDriver, MigrateMmapParams,
-    MigrateMmapResult, PostconditionFailure, TAG_BLOCK_SIZE,
+    PostconditionFailure, RaceResult, TAG_BLOCK_SIZE,
 };
 
 use crate::race::{self, SharedMap};
@@ -94,8 +94,8 @@ pub fn fiemap_blocks(f: &File, size: u64) -> AResult<(Vec<(u64, u64)>, u32)> {
 /// Runs every round, on fresh files each time.
 pub fn migrate_mmap(
     p: &MigrateMmapParams,
-    progress: &mut dyn FnMut(String),
-) -> AResult<MigrateMmapResult> {
+    progress: &mut dyn FnMut(race::Note),
+) -> AResult<RaceResult> {
     race::rounds(
         &p.dir,
         p.rounds,
@@ -106,7 +106,10 @@ pub fn migrate_mmap(
         |round, files| {
             let in_window: usize = files.iter().map(FileRecord::writes_in_window).sum();
             let writes: usize = files.iter().map(|f| f.hole_lblks.len()).sum();
-            let ok = files.iter().filter(|f| f.migrate.error == 0).count();
+            let ok = files
+                .iter()
+                .filter(|f| f.migration.as_ref().is_some_and(|m| m.error == 0))
+                .count();
             let post: usize = files.iter().map(|f| f.postconditions.len()).sum();
             format!(
                 "round {round}: {writes} hole writes, {in_window} inside migration windows, {ok}/{} migrations succeeded, {post} postcondition failures",
@@ -125,13 +128,7 @@ fn race_one_file(
     let path = format!("{}/{rel}", p.dir);
     let nblocks = p.file_blocks.max(2);
     let size = nblocks * TAG_BLOCK_SIZE as u64;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| io_err(format!("create {path}"), e))?;
+    let f = race::create(&path)?;
     // A fresh empty file can be turned back into an indirect-mapped one by clearing
     // EXT4_EXTENTS_FL (ext4_ioctl_setflags → ext4_ind_migrate()), docs/facts.md §4.
     let flags = get_flags(&f)?;
@@ -200,16 +197,14 @@ fn race_one_file(
         hole_lblks: stores.iter().map(|s| s.lblk).collect(),
         hole_t_ns: stores.iter().map(|s| s.t_ns).collect(),
         synced,
-        migrate: MigrateCall {
+        migration: Some(MigrateCall {
             start_ns,
             end_ns,
             error,
             return_value,
             flags_before,
-            flags_after: 0,
-            extents_after: 0,
-            content_ok_after: false,
-        },
+        }),
+        after: Default::default(),
         postconditions: Vec::new(),
         overwrites: Vec::new(),
         overwrite_t_ns: Vec::new(),
@@ -251,7 +246,11 @@ fn check_postconditions(
     r: &mut FileRecord,
 ) -> AResult<()> {
     let flags = get_flags(f)? as u32;
-    r.migrate.flags_after = flags;
+    r.after.flags = flags;
+    let (error, return_value) = r
+        .migration
+        .as_ref()
+        .map_or((0, 0), |m| (m.error, m.return_value));
     let extents = flags & EXTENTS_FL as u32 != 0;
     let mut failures = Vec::new();
     let mut fail = |check: &str, detail: String| {
@@ -260,37 +259,28 @@ fn check_postconditions(
             detail,
         })
     };
-    if r.migrate.error == 0 && !extents {
+    if error == 0 && !extents {
         fail(
             "migrate-success-sets-extents-flag",
-            format!(
-                "migration returned {} but flags are {flags:#x}",
-                r.migrate.return_value
-            ),
+            format!("migration returned {return_value} but flags are {flags:#x}"),
         );
     }
     // ioctl(2): 0 on success, -1 with errno on failure. A positive value is a kernel-internal
     // status leaking out (the 1 of ext4_journal_ensure_credits() after a restart).
-    if r.migrate.error == 0 && r.migrate.return_value != 0 {
+    if error == 0 && return_value != 0 {
         fail(
             "migrate-returns-zero-on-success",
-            format!(
-                "EXT4_IOC_MIGRATE returned {} (flags {flags:#x})",
-                r.migrate.return_value
-            ),
+            format!("EXT4_IOC_MIGRATE returned {return_value} (flags {flags:#x})"),
         );
     }
-    if r.migrate.error != 0 && extents {
+    if error != 0 && extents {
         fail(
             "migrate-failure-leaves-inode-indirect",
-            format!(
-                "migration failed (errno {}) but flags are {flags:#x}",
-                r.migrate.error
-            ),
+            format!("migration failed (errno {error}) but flags are {flags:#x}"),
         );
     }
     let (ranges, count) = fiemap_blocks(f, size)?;
-    r.migrate.extents_after = count;
+    r.after.extents = count;
     if r.synced {
         let mut mapped = vec![false; (size / TAG_BLOCK_SIZE as u64) as usize];
         for (start, len) in ranges {
@@ -324,7 +314,7 @@ fn check_postconditions(
             bad.push(lblk);
         }
     }
-    r.migrate.content_ok_after = bad.is_empty();
+    r.after.content_ok = bad.is_empty();
     if !bad.is_empty() {
         fail(
             "content-reads-back-after-migrate",

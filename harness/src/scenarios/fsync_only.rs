@@ -1,0 +1,120 @@
+//! `fsync-only`: write tagged files with pwrite, fsync each once, unmount, and check on the
+//! host that every block is there (content, e2fsck, kernel log). No race: the baseline that
+//! fsync(2) makes data durable, and the worked example of a scenario (this file, the agent's
+//! fsync_only.rs, and one registry line on each side).
+
+use e4race_protocol::{Command, FsyncOnlyParams, Reply};
+
+use crate::error::RunError;
+use crate::fsck;
+use crate::report::{Exercise, FsyncExercise, HostCheck};
+use crate::scenarios::session::MOUNT_POINT;
+use crate::scenarios::{
+    DriveFuture, GuestSession, RunContext, Scenario, ScenarioOutcome, ScenarioPlan, Seeding,
+};
+
+/// Write tagged files with pwrite in a seeded order, fsync each once, unmount, and check
+/// every block on the host.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct FsyncOnlyArgs {
+    /// Files to write.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub files: u32,
+    /// 4 KiB blocks per file.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=(1 << 20)))]
+    pub blocks: u64,
+    /// Seed of the write order; random when not given.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl Scenario for FsyncOnlyArgs {
+    fn name(&self) -> &'static str {
+        "fsync-only"
+    }
+
+    fn argv(&self, seed: Option<u64>) -> Vec<String> {
+        let mut v = vec![
+            "--files".into(),
+            self.files.to_string(),
+            "--blocks".into(),
+            self.blocks.to_string(),
+        ];
+        if let Some(s) = seed {
+            v.extend(["--seed".into(), s.to_string()]);
+        }
+        v
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn seeding(&self) -> Seeding {
+        self.seed.map_or(Seeding::Random, Seeding::Fixed)
+    }
+
+    fn disk_mib(&self) -> u64 {
+        let data = (u64::from(self.files) * self.blocks * 4096) >> 20;
+        128.max(data * 2 + 64)
+    }
+
+    fn drive<'a>(
+        &'a self,
+        plan: &'a ScenarioPlan,
+        session: GuestSession,
+        ctx: &'a mut RunContext,
+    ) -> DriveFuture<'a> {
+        let (seed, run_id) = plan.seed_and_run_id();
+        let params = FsyncOnlyParams {
+            dir: MOUNT_POINT.into(),
+            run_id,
+            seed,
+            files: self.files,
+            file_blocks: self.blocks,
+        };
+        Box::pin(drive(params, session, ctx))
+    }
+}
+
+async fn drive(
+    params: FsyncOnlyParams,
+    mut session: GuestSession,
+    ctx: &mut RunContext,
+) -> Result<ScenarioOutcome, RunError> {
+    session.fresh_ext4(ctx, &[], "").await?;
+    ctx.progress.step(&format!(
+        "writing {} files x {} blocks with pwrite, fsync each",
+        params.files, params.file_blocks
+    ));
+    let run_id = params.run_id;
+    let reply = session.request(Command::FsyncOnly(params)).await?;
+    let Reply::Race(result) = reply else {
+        return Err(RunError::Other(format!(
+            "unexpected reply to fsync-only: {reply:?}"
+        )));
+    };
+    ctx.disk.mark("fsynced");
+    let dmesg = session.finish(ctx).await?;
+    ctx.progress
+        .step("checking every fsynced block on the host");
+    let content =
+        crate::oracle_glue::content(&ctx.disk.image, run_id, result.rounds.clone()).await?;
+    let fsck = fsck::run(&ctx.disk.image).await?;
+    let findings =
+        crate::oracle_glue::findings(Some(&content), Some(&fsck), &result.rounds, &dmesg);
+    let files: Vec<_> = result.rounds.iter().flat_map(|r| &r.files).collect();
+    Ok(ScenarioOutcome {
+        findings,
+        exercise: Exercise::FsyncOnly(FsyncExercise {
+            files: files.len(),
+            files_synced: files.iter().filter(|f| f.synced).count(),
+            blocks_written: files.iter().map(|f| f.prefilled.len() as u64).sum(),
+            host: HostCheck {
+                blocks_checked_on_host: content.blocks_checked,
+                lost_blocks: content.lost.len(),
+                e2fsck: fsck::headline(&fsck),
+            },
+        }),
+    })
+}
