@@ -1,6 +1,11 @@
 //! The detection table of `e4race validate`: per (scenario, kernel, mutant or stock), how often
-//! a mutant's bug was caught and how often a stock kernel was blamed. Computed from job results
-//! alone, so a validate run split over shards and merged gives the same table.
+//! a mutant's bug was caught and how often a stock kernel was blamed, and by which class of
+//! finding. A run counts when it convicts the kernel: a new finding (known issues do not
+//! count), or a kernel error once the agent was up (a panic or oops is a detection, never an
+//! infrastructure error). Computed from job results alone, so a validate run split over
+//! shards and merged gives the same table.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -15,13 +20,16 @@ pub struct Cell {
     /// The mutant, or `stock`.
     pub mutant: String,
     pub runs: u32,
-    /// Mutant runs with at least one data-loss finding.
+    /// Mutant runs that convicted the kernel.
     pub detected: u32,
-    /// Stock runs with at least one data-loss finding.
+    /// Stock runs that convicted the kernel.
     pub false_positives: u32,
-    /// Runs that ended in KERNEL-ERROR or INFRA-ERROR.
+    /// Runs that could not judge the kernel: INFRA-ERROR, or a kernel error before the agent
+    /// was up.
     pub errors: u32,
-    /// Median wall time (s) from run start to the verdict, over runs with a data-loss finding.
+    /// Convicting runs per class of finding (a run counts once per class it showed).
+    pub caught_by: BTreeMap<String, u32>,
+    /// Median wall time (s) from run start to the verdict, over convicting runs.
     pub median_time_to_finding_s: Option<f64>,
     pub median_run_s: Option<f64>,
     pub lost_blocks_per_run: Vec<u64>,
@@ -55,6 +63,7 @@ pub fn cells(jobs: &[JobResult]) -> Vec<Cell> {
                         detected: 0,
                         false_positives: 0,
                         errors: 0,
+                        caught_by: BTreeMap::new(),
                         median_time_to_finding_s: None,
                         median_run_s: None,
                         lost_blocks_per_run: vec![],
@@ -69,11 +78,14 @@ pub fn cells(jobs: &[JobResult]) -> Vec<Cell> {
         c.runs += 1;
         c.lost_blocks_per_run.push(j.lost_blocks);
         all_times.push(j.duration_s);
-        if matches!(j.verdict, Verdict::KernelError | Verdict::InfraError) {
+        if matches!(j.verdict, Verdict::KernelError | Verdict::InfraError) && !j.kernel_bad {
             c.errors += 1;
         }
-        if j.data_loss {
+        if j.kernel_bad {
             found_times.push(j.duration_s);
+            for class in &j.caught_by {
+                *c.caught_by.entry(class.clone()).or_default() += 1;
+            }
             if j.mutant.is_some() {
                 c.detected += 1;
             } else {
@@ -94,7 +106,7 @@ pub fn cells(jobs: &[JobResult]) -> Vec<Cell> {
 /// The table in Markdown.
 pub fn render(cells: &[Cell]) -> String {
     let mut s = String::from(
-        "| scenario | kernel | mutant | runs | detected | false positives | errors | median time to finding (s) | median run (s) |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | kernel | mutant | runs | detected | false positives | errors | caught by | median time to finding (s) | median run (s) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let secs = |t: Option<f64>| t.map_or_else(|| "-".into(), |t| format!("{t:.1}"));
     for c in cells {
@@ -104,12 +116,21 @@ pub fn render(cells: &[Cell]) -> String {
             (format!("{}/{}", c.detected, c.runs), "-".to_string())
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {det} | {fp} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {det} | {fp} | {} | {} | {} | {} |\n",
             c.scenario,
             c.kernel,
             c.mutant,
             c.runs,
             c.errors,
+            if c.caught_by.is_empty() {
+                "-".to_string()
+            } else {
+                c.caught_by
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
             secs(c.median_time_to_finding_s),
             secs(c.median_run_s),
         ));

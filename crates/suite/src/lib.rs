@@ -327,9 +327,18 @@ pub struct JobResult {
     pub known_issues: Vec<String>,
     pub error: Option<String>,
     pub reproduce: String,
-    /// Whether a finding was data loss (what the detection table counts).
+    /// Whether a finding was data loss.
     #[serde(default)]
     pub data_loss: bool,
+    /// Whether the run convicts the kernel ([`Report::kernel_is_bad`]): what the detection
+    /// table counts.
+    #[serde(default)]
+    pub kernel_bad: bool,
+    /// What convicted it: the classes of the new findings (`data-loss`, `fs-corruption`,
+    /// `api-postcondition`, `kernel-warning`), and `kernel-error` for a panic, oops or hang
+    /// once the agent was up.
+    #[serde(default)]
+    pub caught_by: Vec<String>,
     #[serde(default)]
     pub lost_blocks: u64,
 }
@@ -363,6 +372,17 @@ impl JobResult {
             error: r.error.clone(),
             reproduce: r.reproduce.clone(),
             data_loss: r.has_data_loss(),
+            kernel_bad: r.kernel_is_bad(),
+            caught_by: {
+                let mut c: BTreeSet<String> = r
+                    .new_findings()
+                    .map(|f| f.class().as_str().to_string())
+                    .collect();
+                if r.verdict == Verdict::KernelError && r.kernel_is_bad() {
+                    c.insert("kernel-error".into());
+                }
+                c.into_iter().collect()
+            },
             lost_blocks: r
                 .exercise
                 .as_ref()
@@ -559,7 +579,7 @@ impl SuiteResult {
         }
         // With mutants as controls: how well the oracles did (validate's table).
         if self.jobs.iter().any(|j| j.mutant.is_some()) {
-            let _ = writeln!(s, "  detection (data-loss findings):");
+            let _ = writeln!(s, "  detection:");
             for line in detection::render(&detection::cells(&self.jobs)).lines() {
                 let _ = writeln!(s, "    {line}");
             }

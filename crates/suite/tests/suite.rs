@@ -59,6 +59,12 @@ fn result_of(key: &str, expect: Expect, verdict: Verdict) -> JobResult {
         error: None,
         reproduce: format!("e4race {key}"),
         data_loss: verdict == Verdict::BugFound,
+        kernel_bad: verdict == Verdict::BugFound,
+        caught_by: if verdict == Verdict::BugFound {
+            vec!["data-loss".into()]
+        } else {
+            vec![]
+        },
         lost_blocks: if verdict == Verdict::BugFound { 3 } else { 0 },
     }
 }
@@ -255,6 +261,16 @@ fn the_detection_table_separates_detection_from_false_positives() {
     let mut err = result_of("migrate-mmap@6.1#run99", Expect::Pass, Verdict::InfraError);
     err.duration_s = 1.0;
     jobs.push(err);
+    // A panic once the agent was up is a detection by kernel-error, not an error.
+    let mut oops = result_of(
+        "migrate-mmap@6.1+migrate-flag-clear#run20",
+        Expect::BugFound,
+        Verdict::KernelError,
+    );
+    oops.mutant = Some("migrate-flag-clear".into());
+    oops.kernel_bad = true;
+    oops.caught_by = vec!["kernel-error".into()];
+    jobs.push(oops);
     let cells = detection::cells(&jobs);
     assert_eq!(cells.len(), 2, "{cells:?}");
     let t = detection::render(&cells);
@@ -263,7 +279,7 @@ fn the_detection_table_separates_detection_from_false_positives() {
         "{t}"
     );
     assert!(
-        t.contains("| migrate-flag-clear | 20 | 19/20 | - | 0 |"),
+        t.contains("| migrate-flag-clear | 21 | 20/21 | - | 0 | data-loss 19, kernel-error 1 |"),
         "{t}"
     );
     assert_eq!(cells[1].lost_blocks_per_run.iter().sum::<u64>(), 19 * 3);
@@ -272,9 +288,5 @@ fn the_detection_table_separates_detection_from_false_positives() {
     // A suite with controls shows the table in its summary.
     let mut r = SuiteResult::new(&suite(TEXT), None);
     r.jobs = jobs;
-    assert!(
-        r.summary().contains("detection (data-loss findings):"),
-        "{}",
-        r.summary()
-    );
+    assert!(r.summary().contains("detection:"), "{}", r.summary());
 }
