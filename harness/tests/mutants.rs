@@ -134,3 +134,51 @@ fn vm_mutant_move_unwritten_recheck_loses_blocks_in_moved_ranges() {
         );
     }
 }
+
+/// `validate` as a suite: one stock run and one mutant run on 6.1, with small races so it
+/// stays short. Invariants (any seed): the stock migrate-mmap run convicts nothing (its
+/// api-postcondition finding is the built-in known issue), and the mutant run always loses
+/// blocks (the invariant at the top of this file), so the table reads 0/1 false positives
+/// and 1/1 detected, caught by data-loss, and the suite passes.
+#[test]
+fn vm_validate_is_a_suite_with_a_detection_table() {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let out = runs.path().join("validate");
+    let o = e4race(
+        &[
+            "validate",
+            "--runs",
+            "1",
+            "--kernels",
+            "6.1",
+            "--mutants",
+            "migrate-flag-clear",
+            "--runs-dir",
+            out.to_str().unwrap(),
+            "--run-args",
+            "--rounds 2 --duration 0",
+        ],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let table = std::fs::read_to_string(out.join("validate.md")).unwrap();
+    assert!(
+        table.contains("| migrate-mmap | 6.1 | stock | 1 | - | 0/1 | 0 | - |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| migrate-mmap | 6.1 | migrate-flag-clear | 1 | 1/1 | - | 0 |"),
+        "{table}"
+    );
+    let mutant_row = table
+        .lines()
+        .find(|l| l.contains("migrate-flag-clear"))
+        .unwrap();
+    assert!(mutant_row.contains("data-loss 1"), "{table}");
+    // It is a suite: suite.json holds both jobs, the mutant one as an expected BUG-FOUND.
+    let s = suite::SuiteResult::read(&out.join("suite.json")).unwrap();
+    assert_eq!(s.jobs.len(), 2, "{s:?}");
+    assert!(s.jobs.iter().all(|j| j.ok), "{s:?}");
+    assert!(out.join("index.html").exists() && out.join("junit.xml").exists());
+}

@@ -95,7 +95,8 @@ pub struct FileRecord {
     /// acknowledged and must be on disk.
     pub synced: bool,
     /// The EXT4_IOC_MIGRATE call (migrate-mmap); `None` where the scenario does not migrate.
-    #[serde(default)]
+    /// (`migrate` in workload.json files written before the rename.)
+    #[serde(default, alias = "migrate")]
     pub migration: Option<MigrateCall>,
     /// The inode once the race is over.
     #[serde(default)]

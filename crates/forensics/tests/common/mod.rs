@@ -83,8 +83,8 @@ pub fn make_run(dir: &Path, with_run_id: bool) {
             "prefilled": [0], "hole_lblks": holes,
             "hole_t_ns": holes.iter().enumerate().map(|(i, _)| t0 + i as u64 * 1_000_000).collect::<Vec<_>>(),
             "synced": true,
-            "migrate": {"start_ns": t0 + 500_000, "end_ns": t0 + 3_000_000, "error": 0, "flags_before": 0,
-                        "flags_after": 0x80000, "extents_after": 1, "content_ok_after": true},
+            "migration": {"start_ns": t0 + 500_000, "end_ns": t0 + 3_000_000, "error": 0, "flags_before": 0},
+            "after": {"flags": 0x80000, "extents": 1, "content_ok": true},
             "postconditions": []
         })
     };
