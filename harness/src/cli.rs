@@ -94,7 +94,10 @@ pub enum Cmd {
         json: bool,
     },
     /// Measure detection: run each mutant and the stock kernel N times per scenario and kernel,
-    /// and print the table (runs, detected, false positives, median time).
+    /// and print the table (runs, detected, false positives, errors, the finding classes that
+    /// caught each mutant, median times). It runs as a suite: --jobs, --shard and `e4race merge`
+    /// work, and RUNS_DIR gets validate.md, validate.json, suite.json, junit.xml, index.html.
+    /// Exit 0 when every mutant run was caught and no stock run was blamed.
     Validate(crate::validate::ValidateArgs),
     /// Run a suite: a TOML list of scenarios x kernels x seeds (mutants as controls) as one
     /// job, with one summary, suite.json, junit.xml and index.html; --shard splits it over CI
