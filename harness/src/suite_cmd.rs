@@ -55,9 +55,7 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
         }
     };
     if args.list {
-        for j in shard_jobs(&s, args.shard) {
-            println!("{}\te4race {}", j.key, j.argv.join(" "));
-        }
+        print_jobs(&s, args.shard);
         return 0;
     }
     let out = args.out.clone().unwrap_or_else(|| {
@@ -70,6 +68,13 @@ pub async fn suite(args: SuiteArgs, parse_run: RunParser) -> i32 {
     match run_suite(&s, &args, &out, parse_run).await {
         Ok(result) => finish(&result, &out),
         Err(code) => code,
+    }
+}
+
+/// `--list`: the jobs of `s` in `shard`, one `KEY<TAB>e4race ARGS` line each.
+pub fn print_jobs(s: &Suite, shard: Option<Shard>) {
+    for j in shard_jobs(s, shard) {
+        println!("{}\te4race {}", j.key, j.argv.join(" "));
     }
 }
 
@@ -186,7 +191,6 @@ struct SuiteDisplay {
     log: Progress,
     started: Instant,
     total: usize,
-    finished: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SuiteDisplay {
@@ -206,7 +210,6 @@ impl SuiteDisplay {
             log,
             started: Instant::now(),
             total,
-            finished: Arc::new(0.into()),
         }
     }
 
@@ -234,15 +237,12 @@ impl SuiteDisplay {
 
     /// A run ended with `result` (one line that stays above the live ones).
     fn finish(&self, line: Option<indicatif::ProgressBar>, result: &str) {
-        let n = self
-            .finished
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
         if let Some(line) = line {
             line.finish_and_clear();
             self.lines.remove(&line);
         }
         self.overall.inc(1);
+        let n = self.overall.position() as usize;
         if self.live() {
             let _ = self.lines.println(result);
         } else {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use suite::{detection, Entry, Shard, Suite, SuiteFile};
 
-use crate::suite_cmd::{finish, run_suite, RunParser, SuiteArgs};
+use crate::suite_cmd::{finish, print_jobs, run_suite, RunParser, SuiteArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
@@ -134,11 +134,7 @@ pub async fn validate(args: ValidateArgs, parse_run: RunParser) -> i32 {
         ],
     };
     if args.list {
-        for j in s.jobs() {
-            if args.shard.is_none_or(|sh| sh.contains(&j.key)) {
-                println!("{}\te4race {}", j.key, j.argv.join(" "));
-            }
-        }
+        print_jobs(&s, args.shard);
         return 0;
     }
     let result = match run_suite(&s, &suite_args, &args.runs_dir, parse_run).await {

@@ -327,9 +327,6 @@ pub struct JobResult {
     pub known_issues: Vec<String>,
     pub error: Option<String>,
     pub reproduce: String,
-    /// Whether a finding was data loss.
-    #[serde(default)]
-    pub data_loss: bool,
     /// Whether the run convicts the kernel ([`Report::kernel_is_bad`]): what the detection
     /// table counts.
     #[serde(default)]
@@ -371,7 +368,6 @@ impl JobResult {
             known_issues: r.known_issues.iter().map(|k| k.id.clone()).collect(),
             error: r.error.clone(),
             reproduce: r.reproduce.clone(),
-            data_loss: r.has_data_loss(),
             kernel_bad: r.kernel_is_bad(),
             caught_by: {
                 let mut c: BTreeSet<String> = r

@@ -58,7 +58,6 @@ fn result_of(key: &str, expect: Expect, verdict: Verdict) -> JobResult {
         known_issues: vec![],
         error: None,
         reproduce: format!("e4race {key}"),
-        data_loss: verdict == Verdict::BugFound,
         kernel_bad: verdict == Verdict::BugFound,
         caught_by: if verdict == Verdict::BugFound {
             vec!["data-loss".into()]
