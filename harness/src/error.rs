@@ -41,7 +41,7 @@ pub fn agent_binary() -> Result<PathBuf, RunError> {
         }
     }
     Err(RunError::Other(format!(
-        "the guest agent e4race-agent is not next to {}; build it with `cargo build --release -p e4race` \
+        "the guest agent e4race-agent is not next to {}; build it with `cargo build --release -p e4race-harness` \
          or point E4RACE_AGENT at it",
         exe.display()
     )))

@@ -1,12 +1,12 @@
 //! `e4race`: the command-line harness.
 
 mod accel;
+mod artifacts;
 mod cli;
 mod config;
 mod console;
 mod disk;
 mod error;
-mod evidence;
 mod fsck;
 mod logcmd;
 mod mutants;
@@ -59,13 +59,13 @@ fn main() {
                 base,
                 size,
             } => logcmd::replay(log, &to, out, base, size),
-            Cmd::Report { run_dir } => evidence::report_cmd(&run_dir),
+            Cmd::Report { run_dir } => artifacts::report_cmd(&run_dir),
             Cmd::Inspect {
                 run_dir,
                 file,
                 at,
                 json,
-            } => evidence::inspect_cmd(run_dir, &file, at.as_ref(), json),
+            } => artifacts::inspect_cmd(run_dir, &file, at.as_ref(), json),
         }
     });
     std::process::exit(code);

@@ -209,7 +209,7 @@ fn finish_artifacts(config: &RunConfig, dir: &Path, report: &Report) {
     }
     let _ = std::fs::write(dir.join("summary.txt"), report.summary());
     // report.html, junit.xml, evidence.json: before the image goes; failures are warnings.
-    crate::evidence::write_artifacts(dir);
+    crate::artifacts::write_artifacts(dir);
     // The image is the main evidence of a finding; a passing run's image is only kept on request.
     if !config.image.keeps_image(report.verdict == Verdict::Pass) {
         let _ = std::fs::remove_file(dir.join("disk.img"));

@@ -213,7 +213,7 @@ pub fn build(req: &ImageRequest, progress: &dyn Progress) -> Result<GuestImage> 
     ir.chardev("dev/console", 5, 1, 0o600);
     if !req.agent.is_file() {
         return Err(Error::Usage(format!(
-            "the guest agent {} does not exist; build it with `cargo build --release -p e4race`",
+            "the guest agent {} does not exist; build it with `cargo build --release -p e4race-harness`",
             req.agent.display()
         )));
     }

@@ -67,6 +67,18 @@ pub enum Command {
     PowerOff,
 }
 
+impl Command {
+    /// The shape of a race workload (files, rounds, tags' run id and seed); `None` for the
+    /// other commands.
+    pub fn race_shape(&self) -> Option<&RaceShape> {
+        match self {
+            Command::MigrateMmap(p) => Some(&p.shape),
+            Command::DefragMmap(p) => Some(&p.shape),
+            _ => None,
+        }
+    }
+}
+
 /// What the agent sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "kebab-case")]

@@ -46,21 +46,29 @@ impl HolePattern {
 /// Parameters of one migrate-mmap boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrateMmapParams {
+    #[serde(flatten)]
+    pub shape: RaceShape,
+    pub hole_pattern: HolePattern,
+    pub driver: MigrateDriver,
+}
+
+/// What every race workload (migrate-mmap, defrag-mmap) shares: where it works, the tags'
+/// run id and seed, and how many files, writers and rounds it races.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaceShape {
     /// The mounted file system to work in.
     pub dir: String,
     pub run_id: u64,
     pub seed: u64,
-    /// Files raced at once per round (each gets its own writers and migrator).
+    /// Files raced at once per round (each with its own writers and remapping thread).
     pub files: u32,
     /// Size of each file in 4 KiB blocks.
     pub file_blocks: u64,
-    pub hole_pattern: HolePattern,
     /// mmap writer threads per file.
     pub writers: u32,
     pub rounds: u32,
     /// Stop starting new rounds after this many seconds (0: no limit).
     pub duration_s: u32,
-    pub driver: MigrateDriver,
 }
 
 /// What one race workload (migrate-mmap, defrag-mmap) did in one boot, for the host's
@@ -154,17 +162,10 @@ pub enum DefragDriver {
 /// Parameters of one defrag-mmap boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefragMmapParams {
-    pub dir: String,
-    pub run_id: u64,
-    pub seed: u64,
-    pub files: u32,
-    /// Size of each file in 4 KiB blocks.
-    pub file_blocks: u64,
+    #[serde(flatten)]
+    pub shape: RaceShape,
     /// Blocks per EXT4_IOC_MOVE_EXT call.
     pub move_blocks: u64,
-    pub writers: u32,
-    pub rounds: u32,
-    pub duration_s: u32,
     pub driver: DefragDriver,
     /// Half of the holes (by the seed) are fallocated before the race: unwritten extents that
     /// the writers initialise while MOVE_EXT takes its no-copy path for unwritten ranges

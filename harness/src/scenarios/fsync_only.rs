@@ -46,12 +46,8 @@ impl Scenario for FsyncOnlyArgs {
         v
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
     fn seeding(&self) -> Seeding {
-        self.seed.map_or(Seeding::Random, Seeding::Fixed)
+        Seeding::of(self.seed)
     }
 
     fn disk_mib(&self) -> u64 {

@@ -54,14 +54,30 @@ pub enum Seeding {
     Random,
 }
 
+impl Seeding {
+    /// A seeded scenario's seeding: the user's `--seed`, or a random one.
+    pub fn of(seed: Option<u64>) -> Self {
+        seed.map_or(Seeding::Random, Seeding::Fixed)
+    }
+}
+
+/// plan.json's `params`: every scenario's options serialize as they are.
+pub trait ScenarioParams {
+    fn params(&self) -> serde_json::Value;
+}
+
+impl<T: Serialize> ScenarioParams for T {
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// One scenario: its options, turned into a plan, and how it drives the booted guest.
-pub trait Scenario: std::fmt::Debug + Send + Sync {
+pub trait Scenario: ScenarioParams + std::fmt::Debug + Send + Sync {
     /// Its name on the command line and in reports (`e4race run NAME`).
     fn name(&self) -> &'static str;
     /// Its own options as words of `e4race run NAME`, with the run's seed (if seeded) fixed.
     fn argv(&self, seed: Option<u64>) -> Vec<String>;
-    /// plan.json's `params`.
-    fn params(&self) -> serde_json::Value;
     fn seeding(&self) -> Seeding {
         Seeding::Unseeded
     }

@@ -2,26 +2,156 @@
 //! round marks in the write log, unmount, collect the kernel log, power off, and judge the
 //! final image on the host with every oracle.
 
-use e4race_protocol::{Command, RaceResult, Reply};
+use e4race_protocol::{Command, RaceResult, RaceShape, Reply};
 
 use crate::error::RunError;
 use crate::fsck;
 use crate::report::{Exercise, HostCheck};
-use crate::scenarios::{GuestSession, RunContext, ScenarioOutcome};
+use crate::scenarios::session::MOUNT_POINT;
+use crate::scenarios::{
+    DriveFuture, GuestSession, RunContext, Scenario, ScenarioOutcome, ScenarioPlan, Seeding,
+};
 use crate::vm::AgentNote;
+
+/// The options every race scenario shares (flattened into its own `Args`).
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct RaceArgs {
+    /// Files raced at once in each round (each with its own writers and remapping thread).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub files: u32,
+    /// mmap writer threads per file.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub writers: u32,
+    /// Rounds per boot, on fresh files each time.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    /// Stop starting rounds after this many seconds in the guest (0: no limit).
+    #[arg(long, default_value_t = 40)]
+    pub duration: u32,
+    /// Seed for every random choice (hole order, patterns); random when not given.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// ext4 mount options. The default nodelalloc makes a store into a hole allocate its block
+    /// in the page fault (ext4_page_mkwrite), inside the remapping window; with delalloc,
+    /// allocation waits for writeback, which migration excludes (docs/facts.md §4).
+    #[arg(long, default_value = "nodelalloc")]
+    pub mount_options: String,
+}
+
+impl RaceArgs {
+    /// The wire form, for files of `size_mib` MiB.
+    pub fn shape(&self, size_mib: u64, seed: u64, run_id: u64) -> RaceShape {
+        RaceShape {
+            dir: MOUNT_POINT.into(),
+            run_id,
+            seed,
+            files: self.files,
+            file_blocks: (size_mib << 20) / 4096,
+            writers: self.writers,
+            rounds: self.rounds,
+            duration_s: self.duration,
+        }
+    }
+
+    /// The shared options as words of the reproduce command, with `seed` fixed.
+    pub fn argv(&self, seed: Option<u64>) -> Vec<String> {
+        let mut v = vec![
+            "--files".to_string(),
+            self.files.to_string(),
+            "--writers".into(),
+            self.writers.to_string(),
+            "--rounds".into(),
+            self.rounds.to_string(),
+            "--duration".into(),
+            self.duration.to_string(),
+            "--mount-options".into(),
+            self.mount_options.clone(),
+        ];
+        if let Some(s) = seed.or(self.seed) {
+            v.extend(["--seed".into(), s.to_string()]);
+        }
+        v
+    }
+}
+
+/// A race scenario: the shared [`RaceArgs`] plus its own options, a race command for the
+/// agent, and its exercise counters. Every race scenario is a [`Scenario`] through this.
+pub trait RaceScenario: serde::Serialize + std::fmt::Debug + Send + Sync {
+    const NAME: &'static str;
+    fn race(&self) -> &RaceArgs;
+    /// Its own options (beyond [`RaceArgs`]) as words of the reproduce command.
+    fn own_argv(&self) -> Vec<String>;
+    fn disk_mib(&self) -> u64;
+    /// The agent's command, and what the progress line calls the remapping call.
+    fn workload(&self, seed: u64, run_id: u64) -> (String, Command);
+    /// The numbers that show the race was exercised.
+    fn exercise(result: &RaceResult, host: HostCheck) -> Exercise;
+}
+
+impl<T: RaceScenario> Scenario for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn argv(&self, seed: Option<u64>) -> Vec<String> {
+        let mut v = self.race().argv(seed);
+        v.extend(self.own_argv());
+        v
+    }
+
+    fn seeding(&self) -> Seeding {
+        Seeding::of(self.race().seed)
+    }
+
+    fn disk_mib(&self) -> u64 {
+        RaceScenario::disk_mib(self)
+    }
+
+    fn drive<'a>(
+        &'a self,
+        plan: &'a ScenarioPlan,
+        session: GuestSession,
+        ctx: &'a mut RunContext,
+    ) -> DriveFuture<'a> {
+        let (seed, run_id) = plan.seed_and_run_id();
+        let (what, workload) = self.workload(seed, run_id);
+        Box::pin(drive(
+            what,
+            workload,
+            self.race(),
+            T::exercise,
+            session,
+            ctx,
+        ))
+    }
+}
 
 /// The scenario's own numbers (that the race was exercised) from the workload's record and
 /// what the host checked.
 pub type ExerciseOf = fn(&RaceResult, HostCheck) -> Exercise;
 
-pub async fn drive(
+/// Races `workload` (one of the race commands) on a fresh ext4 mounted with the scenario's
+/// options; `what` names the remapping call in the progress line.
+async fn drive(
+    what: String,
     workload: Command,
-    run_id: u64,
-    mount_options: &str,
+    race: &RaceArgs,
     exercise: ExerciseOf,
     mut session: GuestSession,
     ctx: &mut RunContext,
 ) -> Result<ScenarioOutcome, RunError> {
+    if let Some(s) = workload.race_shape() {
+        ctx.progress.step(&format!(
+            "racing {what}: {} rounds x {} files x {} MiB, {} writer(s) per file, seed {}",
+            s.rounds,
+            s.files,
+            (s.file_blocks * 4096) >> 20,
+            s.writers,
+            s.seed
+        ));
+    }
+    let run_id = workload.race_shape().map_or(0, |s| s.run_id);
+    let mount_options = race.mount_options.as_str();
     session.fresh_ext4(ctx, &[], mount_options).await?;
     ctx.disk.mark("workload-start");
     let disk = &ctx.disk;

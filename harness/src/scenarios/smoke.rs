@@ -28,10 +28,6 @@ impl Scenario for SmokeArgs {
         vec!["--blocks".into(), self.blocks.to_string()]
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
     fn disk_mib(&self) -> u64 {
         256.max(((self.blocks * 4096) >> 20) * 2 + 64)
     }
@@ -151,10 +147,6 @@ impl Scenario for PanicSelftestArgs {
 
     fn argv(&self, _seed: Option<u64>) -> Vec<String> {
         Vec::new()
-    }
-
-    fn params(&self) -> serde_json::Value {
-        serde_json::json!({})
     }
 
     fn drive<'a>(

@@ -7,27 +7,25 @@ use std::ptr::NonNull;
 use std::sync::Barrier;
 use std::time::Instant;
 
-use e4race_protocol::{BlockTag, FileRecord, RaceResult, RoundRecord, TAG_BLOCK_SIZE};
+use e4race_protocol::{BlockTag, FileRecord, RaceResult, RaceShape, RoundRecord, TAG_BLOCK_SIZE};
 use nix::sys::mman::{mmap, msync, munmap, MapFlags, MsFlags, ProtFlags};
 
 use crate::{err, errno_err, io_err, now_ns, AResult};
 
-/// Runs `rounds` rounds (fewer once `duration_s` has passed, 0 = no limit). Each round gets
-/// its own directory `r<round>` under `root` and races `files` files at once, one thread per
-/// file: `race_file(round, file_id, "r<round>/f<file_id>", dir)`. `summary` turns a finished
+/// Runs `shape.rounds` rounds (fewer once `shape.duration_s` has passed, 0 = no limit). Each
+/// round gets its own directory `r<round>` under `shape.dir` and races `shape.files` files at
+/// once, one thread per file: `race_file(round, file_id, "r<round>/f<file_id>", dir)`. `summary` turns a finished
 /// round into its progress line, sent after the round's [`Note::RoundDone`].
 pub fn rounds(
-    root: &str,
-    rounds: u32,
-    files: u32,
-    duration_s: u32,
+    shape: &RaceShape,
     progress: &mut dyn FnMut(Note),
     race_file: impl Fn(u32, u32, String, &str) -> AResult<FileRecord> + Sync,
     summary: impl Fn(u32, &[FileRecord]) -> String,
 ) -> AResult<RaceResult> {
+    let (root, files, duration_s) = (&shape.dir, shape.files, shape.duration_s);
     let start = Instant::now();
     let mut out = Vec::new();
-    for round in 0..rounds {
+    for round in 0..shape.rounds {
         if duration_s > 0 && start.elapsed().as_secs() >= u64::from(duration_s) {
             progress(Note::Line(format!(
                 "duration {duration_s} s reached after {round} rounds"

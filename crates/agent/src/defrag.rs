@@ -40,10 +40,7 @@ pub fn defrag_mmap(
     progress: &mut dyn FnMut(race::Note),
 ) -> AResult<RaceResult> {
     race::rounds(
-        &p.dir,
-        p.rounds,
-        p.files,
-        p.duration_s,
+        &p.shape,
         progress,
         |round, file_id, rel, dir| race_one_file(p, round, file_id, rel, dir),
         |round, files| {
@@ -73,17 +70,17 @@ fn race_one_file(
     rel: String,
     dir: &str,
 ) -> AResult<FileRecord> {
-    let path = format!("{}/{rel}", p.dir);
-    let nblocks = p.file_blocks.max(CHUNK * 2);
+    let path = format!("{}/{rel}", p.shape.dir);
+    let nblocks = p.shape.file_blocks.max(CHUNK * 2);
     let size = nblocks * TAG_BLOCK_SIZE as u64;
     let tag = |lblk, generation| BlockTag {
-        run_id: p.run_id,
+        run_id: p.shape.run_id,
         file_id,
         round,
         lblk,
         generation,
     };
-    let mix = splitmix(p.seed ^ (u64::from(round) << 32) ^ u64::from(file_id) ^ 0xdef7a6);
+    let mix = splitmix(p.shape.seed ^ (u64::from(round) << 32) ^ u64::from(file_id) ^ 0xdef7a6);
     let f = race::create(&path)?;
     let filler_path = format!("{dir}/filler{file_id}");
     let filler = race::create(&filler_path)?;
@@ -193,34 +190,42 @@ fn race_one_file(
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     };
-    let (stores, moves) = race::race_writers(&map, &plan, p.writers as usize, &tag, &gate, || {
-        std::thread::scope(|s| {
-            if p.flush_ms > 0 {
-                let (f, moving) = (&f, &moving);
-                s.spawn(move || {
-                    // Start writeback without waiting for it (SYNC_FILE_RANGE_WRITE), so the
-                    // writers' pages go to disk, and unwritten extents convert at I/O
-                    // completion (ext4_end_io_rsv_work), while the moves run.
-                    while moving.load(Ordering::Relaxed) {
-                        // SAFETY: plain syscall on an open fd; a failure only means less
-                        // writeback.
-                        let _ = unsafe {
-                            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
-                        };
-                        std::thread::sleep(std::time::Duration::from_millis(u64::from(p.flush_ms)));
-                    }
-                });
-            }
-            let moves = match p.driver {
-                DefragDriver::MoveExt => move_ranges(&f, &donor, nblocks, step, &cursor),
-                DefragDriver::E4defrag => vec![run_e4defrag(&path, nblocks)],
-            };
-            moving.store(false, Ordering::Relaxed);
-            // Releases aimed writers still waiting for a range (none should be left).
-            cursor.store(u64::MAX, Ordering::Release);
-            moves
-        })
-    })?;
+    let (stores, moves) =
+        race::race_writers(&map, &plan, p.shape.writers as usize, &tag, &gate, || {
+            std::thread::scope(|s| {
+                if p.flush_ms > 0 {
+                    let (f, moving) = (&f, &moving);
+                    s.spawn(move || {
+                        // Start writeback without waiting for it (SYNC_FILE_RANGE_WRITE), so the
+                        // writers' pages go to disk, and unwritten extents convert at I/O
+                        // completion (ext4_end_io_rsv_work), while the moves run.
+                        while moving.load(Ordering::Relaxed) {
+                            // SAFETY: plain syscall on an open fd; a failure only means less
+                            // writeback.
+                            let _ = unsafe {
+                                libc::sync_file_range(
+                                    f.as_raw_fd(),
+                                    0,
+                                    0,
+                                    libc::SYNC_FILE_RANGE_WRITE,
+                                )
+                            };
+                            std::thread::sleep(std::time::Duration::from_millis(u64::from(
+                                p.flush_ms,
+                            )));
+                        }
+                    });
+                }
+                let moves = match p.driver {
+                    DefragDriver::MoveExt => move_ranges(&f, &donor, nblocks, step, &cursor),
+                    DefragDriver::E4defrag => vec![run_e4defrag(&path, nblocks)],
+                };
+                moving.store(false, Ordering::Relaxed);
+                // Releases aimed writers still waiting for a range (none should be left).
+                cursor.store(u64::MAX, Ordering::Release);
+                moves
+            })
+        })?;
     let synced = map.sync_and_unmap() && f.sync_all().is_ok();
     drop(donor);
     let _ = std::fs::remove_file(&donor_path);

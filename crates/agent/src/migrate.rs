@@ -97,10 +97,7 @@ pub fn migrate_mmap(
     progress: &mut dyn FnMut(race::Note),
 ) -> AResult<RaceResult> {
     race::rounds(
-        &p.dir,
-        p.rounds,
-        p.files,
-        p.duration_s,
+        &p.shape,
         progress,
         |round, file_id, rel, _dir| race_one_file(p, round, file_id, rel),
         |round, files| {
@@ -125,8 +122,8 @@ fn race_one_file(
     file_id: u32,
     rel: String,
 ) -> AResult<FileRecord> {
-    let path = format!("{}/{rel}", p.dir);
-    let nblocks = p.file_blocks.max(2);
+    let path = format!("{}/{rel}", p.shape.dir);
+    let nblocks = p.shape.file_blocks.max(2);
     let size = nblocks * TAG_BLOCK_SIZE as u64;
     let f = race::create(&path)?;
     // A fresh empty file can be turned back into an indirect-mapped one by clearing
@@ -144,13 +141,13 @@ fn race_one_file(
         f.metadata().map(|m| m.ino()).unwrap_or(0)
     };
     let tag = |lblk| BlockTag {
-        run_id: p.run_id,
+        run_id: p.shape.run_id,
         file_id,
         round,
         lblk,
         generation: 0,
     };
-    let mix = splitmix(p.seed ^ (u64::from(round) << 32) ^ u64::from(file_id));
+    let mix = splitmix(p.shape.seed ^ (u64::from(round) << 32) ^ u64::from(file_id));
     let mut prefilled = Vec::new();
     let mut holes = Vec::new();
     let mut buf = [0u8; TAG_BLOCK_SIZE];
@@ -181,7 +178,7 @@ fn race_one_file(
     let (stores, migrate) = race::race_writers(
         &map,
         &plan,
-        p.writers as usize,
+        p.shape.writers as usize,
         &|lblk, _| tag(lblk),
         &|_| {},
         || migrate_once(&f, &path, p.driver),
