@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use e4race_guest_image::KernelSpec;
 
 use crate::config::{
-    self, ConfigError, Ext4Module, ImagePolicy, KnownIssuesSource, Output, RunConfig,
+    self, ConfigError, CrashConfig, Ext4Module, ImagePolicy, KnownIssuesSource, Output, RunConfig,
 };
 use crate::scenarios::{self, Scenario, ScenarioPlan};
 
@@ -71,6 +71,28 @@ pub enum Cmd {
         /// Size in bytes of the zeroed start image (default: the run's disk.img size).
         #[arg(long)]
         size: Option<u64>,
+    },
+    /// Check the crash states of a run's write log (recorded with --log-data): the disk just
+    /// after each completed FLUSH and, with --reorder N, N seeded subsets of each epoch's
+    /// unflushed writes lost. Each state gets journal replay (e2fsck -E journal_only, as a
+    /// mount does), e2fsck -fn, and the durability check (every block of a round the guest
+    /// had fsynced holds its tag; blocks in flight hold old or new data, never garbage).
+    /// Writes crash.json; exits 0 when every state is consistent, 1 when one is not.
+    Crash {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Reordered states per flush epoch (0: only the states after each flush).
+        #[arg(long, default_value_t = 0)]
+        reorder: u32,
+        /// Seed of the reordered subsets (the same seed gives the same states).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop after this many states.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+        max_states: u64,
+        /// Print crash.json instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-generate report.html, junit.xml and evidence.json (where every lost block's data went,
     /// per the write log) from a run directory.
@@ -199,6 +221,16 @@ pub struct CommonArgs {
     /// Record the written data in writes.log too, not only hashes (enables replay to any point).
     #[arg(long)]
     pub log_data: bool,
+    /// After the run, check the crash states of its write log (implies --log-data; blkrec
+    /// backend): the disk just after every FLUSH, with the journal replayed as a mount does,
+    /// e2fsck -fn, and every block of a round the guest had fsynced still there. A bad state
+    /// is a crash-consistency finding; crash.json has them all (see `e4race crash --help`).
+    #[arg(long)]
+    pub crash_states: bool,
+    /// With --crash-states: also N seeded subsets per flush epoch of the writes not yet
+    /// flushed lost (a volatile write cache may drop any of them).
+    #[arg(long, default_value_t = 0, requires = "crash_states")]
+    pub reorder: u32,
     /// Cap writes.log at this many bytes. Once it is reached, blkrec fails every further guest
     /// write and the run ends in INFRA-ERROR saying so (a guard for small CI disks; --log-data
     /// logs every byte the guest writes).
@@ -302,6 +334,9 @@ impl TryFrom<CommonArgs> for RunConfig {
             KnownIssuesSource::Builtin
         };
         let known = known_issues.load()?;
+        if a.crash_states && a.disk_backend != DiskBackend::Blkrec {
+            return Err(ConfigError::CrashStatesNeedBlkrec);
+        }
         Ok(RunConfig {
             known_issues,
             known,
@@ -311,6 +346,7 @@ impl TryFrom<CommonArgs> for RunConfig {
             accel: a.accel,
             disk_backend: a.disk_backend,
             log_data: a.log_data,
+            crash: a.crash_states.then_some(CrashConfig { reorder: a.reorder }),
             max_log_bytes: a.max_log_bytes,
             ext4,
             runs_dir: a.runs_dir,
@@ -451,6 +487,9 @@ mod tests {
             &k,
             "--known-issues",
             known,
+            "--crash-states",
+            "--reorder",
+            "3",
         ]);
         // Every RaceArgs option, off its default.
         let race = |mount_options: &str| {

@@ -96,6 +96,12 @@ pub enum Output {
     Json,
 }
 
+/// `--crash-states [--reorder N]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashConfig {
+    pub reorder: u32,
+}
+
 /// A run's validated options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
@@ -103,6 +109,8 @@ pub struct RunConfig {
     pub accel: Option<Accel>,
     pub disk_backend: DiskBackend,
     pub log_data: bool,
+    /// `--crash-states`.
+    pub crash: Option<CrashConfig>,
     pub max_log_bytes: Option<u64>,
     pub ext4: Ext4Module,
     pub runs_dir: PathBuf,
@@ -136,6 +144,10 @@ pub enum ConfigError {
     KnownIssues(#[from] known_issues::KnownIssuesError),
     #[error("--ext4-patch {}: no such file", .0.display())]
     NoSuchPatch(PathBuf),
+    #[error(
+        "--crash-states needs the write log of --disk-backend blkrec (drop --disk-backend qemu)"
+    )]
+    CrashStatesNeedBlkrec,
     #[error("--mutant {name}: {source}{hint}")]
     Mutant {
         name: String,
@@ -195,6 +207,12 @@ impl RunConfig {
         v.extend(["--disk-backend".into(), self.disk_backend.as_str().into()]);
         if self.log_data {
             v.push("--log-data".into());
+        }
+        if let Some(c) = self.crash {
+            v.push("--crash-states".into());
+            if c.reorder > 0 {
+                v.extend(["--reorder".into(), c.reorder.to_string()]);
+            }
         }
         if let Some(b) = self.max_log_bytes {
             v.extend(["--max-log-bytes".into(), b.to_string()]);

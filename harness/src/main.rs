@@ -5,6 +5,7 @@ mod artifacts;
 mod cli;
 mod config;
 mod console;
+mod crash_cmd;
 mod disk;
 mod error;
 mod fsck;
@@ -60,6 +61,19 @@ fn main() {
                 size,
             } => logcmd::replay(log, &to, out, base, size),
             Cmd::Report { run_dir } => artifacts::report_cmd(&run_dir),
+            Cmd::Crash {
+                run_dir,
+                reorder,
+                seed,
+                max_states,
+                json,
+            } => crash_cmd::crash_cmd(
+                &run_dir,
+                reorder,
+                seed,
+                usize::try_from(max_states).unwrap_or(usize::MAX),
+                json,
+            ),
             Cmd::Inspect {
                 run_dir,
                 file,

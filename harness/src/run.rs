@@ -170,11 +170,25 @@ pub async fn execute(config: &RunConfig, plan: ScenarioPlan, progress: Progress)
         _ = tokio::signal::ctrl_c() => Err(RunError::Vm(VmError::Interrupted)),
     };
     match result {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            if let Some(c) = config.crash {
+                let seed = plan.seed.or(plan.run_id).unwrap_or(0);
+                match crate::crash_cmd::after_run(&dir, c.reorder, seed, &progress).await {
+                    Ok((summary, findings)) => {
+                        outcome.findings.extend(findings);
+                        report.crash = Some(summary);
+                    }
+                    Err(e) => report.error = Some(format!("crash states: {e}")),
+                }
+            }
             report.set_findings(outcome.findings);
             report.strict = config.strict;
             config.known.apply(&mut report);
             report.exercise = Some(outcome.exercise);
+            if report.error.is_some() {
+                // The crash states could not be checked: the run is not judged in full.
+                report.verdict = Verdict::InfraError;
+            }
         }
         Err(e) => {
             report.verdict = e.verdict();
@@ -287,7 +301,7 @@ async fn execute_inner(
         blkrec_socket,
         plan.disk_mib,
         config.disk_backend,
-        plan.log_data || config.log_data,
+        plan.log_data || config.log_data || config.crash.is_some(),
         config.max_log_bytes,
         // One queue per vCPU; --cpus is at most 64 (cli.rs).
         u16::try_from(config.cpus).unwrap_or(u16::MAX),

@@ -14,6 +14,8 @@ pub enum FindingClass {
     FsCorruption,
     ApiPostcondition,
     KernelWarning,
+    /// A crash state of the write log is inconsistent (crates/crash).
+    CrashConsistency,
 }
 
 impl FindingClass {
@@ -24,6 +26,7 @@ impl FindingClass {
             FindingClass::FsCorruption => "fs-corruption",
             FindingClass::ApiPostcondition => "api-postcondition",
             FindingClass::KernelWarning => "kernel-warning",
+            FindingClass::CrashConsistency => "crash-consistency",
         }
     }
 }
@@ -60,6 +63,28 @@ pub enum Finding {
     },
     /// The kernel complained (warning, BUG, oops, lockdep, ext4 error, hung task).
     KernelWarning(KernelLogFinding),
+    /// A crash state built from the write log failed its checks (the first of its kind).
+    CrashState(CrashStateFinding),
+}
+
+/// A bad crash state, as the report carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashStateFinding {
+    /// The FLUSH record of the write log the state is at.
+    pub seq: u64,
+    /// `after-flush`, or `reordered` (just before the flush, some unflushed writes lost).
+    pub state: String,
+    /// Unflushed writes dropped (0 for after-flush states).
+    pub dropped_writes: usize,
+    pub mark_before: Option<String>,
+    /// What was wrong: `durable-lost`, `garbage`, `journal-replay`, `unreadable`, or
+    /// `e2fsck:KIND`.
+    pub problem: String,
+    pub detail: String,
+    /// Bad states of the run with the same problem.
+    pub states: usize,
+    /// Rebuilds the state.
+    pub replay: String,
 }
 
 impl Finding {
@@ -71,6 +96,7 @@ impl Finding {
             Finding::FsCorruption(_) => FindingClass::FsCorruption,
             Finding::ApiPostcondition { .. } => FindingClass::ApiPostcondition,
             Finding::KernelWarning(_) => FindingClass::KernelWarning,
+            Finding::CrashState(_) => FindingClass::CrashConsistency,
         }
     }
 
@@ -98,6 +124,7 @@ impl Finding {
                 serde_kind(&k.class),
                 crate::kernel_log::site(&k.line)
             ),
+            Finding::CrashState(c) => format!("crash:{}", c.problem),
         }
     }
 
@@ -135,6 +162,23 @@ impl Finding {
                 detail,
             } => format!("{path} (round {round}): {check}: {detail}"),
             Finding::KernelWarning(k) => format!("kernel {:?}: {}", k.class, k.line),
+            Finding::CrashState(c) => format!(
+                "crash state at log seq {} ({}{}{}): {}; {} bad state(s) like it; rebuild: {}",
+                c.seq,
+                c.state,
+                if c.dropped_writes > 0 {
+                    format!(", {} unflushed writes lost", c.dropped_writes)
+                } else {
+                    String::new()
+                },
+                c.mark_before
+                    .as_deref()
+                    .map(|m| format!(", after mark {m}"))
+                    .unwrap_or_default(),
+                c.detail,
+                c.states,
+                c.replay
+            ),
         }
     }
 }

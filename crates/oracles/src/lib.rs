@@ -19,7 +19,7 @@ pub use content::{
     LostBlock,
 };
 pub use error::{OracleError, Result};
-pub use finding::{verdict_findings, Finding, FindingClass};
+pub use finding::{verdict_findings, CrashStateFinding, Finding, FindingClass};
 pub use fsck::{
     find_e2fsck, parse_e2fsck_output, run_e2fsck, BitmapRange, BlockRange, E2fsckReport,
     FsckFinding, Sign,

@@ -146,7 +146,9 @@ impl Finding {
             oracles::Finding::FileLoss(p) => Some(&p.path),
             oracles::Finding::ReadBack { path, .. }
             | oracles::Finding::ApiPostcondition { path, .. } => Some(path),
-            oracles::Finding::FsCorruption(_) | oracles::Finding::KernelWarning(_) => None,
+            oracles::Finding::FsCorruption(_)
+            | oracles::Finding::KernelWarning(_)
+            | oracles::Finding::CrashState(_) => None,
         }
     }
 }
@@ -228,6 +230,9 @@ pub struct Report {
     pub strict: bool,
     /// What the scenario exercised (absent when it did not get to run).
     pub exercise: Option<Exercise>,
+    /// The crash states checked from the write log (`--crash-states`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash: Option<CrashSummary>,
     pub run_dir: String,
     pub reproduce: String,
 }
@@ -252,6 +257,18 @@ pub enum ReportError {
         path: PathBuf,
         source: serde_json::Error,
     },
+}
+
+/// How many crash states were checked and how many were bad (details in crash.json; each
+/// kind of problem is a crash-consistency finding).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrashSummary {
+    pub states_checked: usize,
+    pub after_flush: usize,
+    pub reordered: usize,
+    pub bad_states: usize,
+    pub seconds: f64,
+    pub states_per_second: f64,
 }
 
 impl Report {
@@ -283,6 +300,7 @@ impl Report {
             known_not_reproduced: vec![],
             strict: false,
             exercise: None,
+            crash: None,
             run_dir: run_dir.display().to_string(),
             reproduce: reproduce.into(),
         }

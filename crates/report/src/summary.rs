@@ -41,6 +41,13 @@ impl Report {
                 let _ = writeln!(s, "  {k}: {v}");
             }
         }
+        if let Some(c) = &self.crash {
+            let _ = writeln!(
+                s,
+                "  crash states: {} checked ({} after a flush, {} reordered), {} bad, {:.1} states/s",
+                c.states_checked, c.after_flush, c.reordered, c.bad_states, c.states_per_second
+            );
+        }
         if let Some(e) = &self.error {
             let _ = writeln!(s, "  error: {e}");
         }

@@ -1,0 +1,272 @@
+//! Checking one crash state: replay the journal as a mount would, run `e2fsck -fn`, check
+//! what the guest had made durable, then take the replay back with e2undo.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use e4race_protocol::RoundRecord;
+use ext4_reader::Ext4Image;
+use oracles::{check_content, check_file, FileCheck, Found, FsckFinding, LostBlock};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// What the guest's workload says is durable, and when.
+#[derive(Debug, Clone, Default)]
+pub struct Durability {
+    /// The run id in every block tag.
+    pub run_id: u64,
+    pub rounds: Vec<RoundRecord>,
+    /// Log seq of each round's `round-N-done` mark. The agent sends it once every file of
+    /// the round was msynced and fsynced, so a crash after it must keep the round's blocks.
+    pub done_at: BTreeMap<u32, u64>,
+}
+
+impl Durability {
+    /// The rounds whose every acknowledged block was durable before log seq `point`.
+    fn durable_rounds(&self, point: u64) -> impl Iterator<Item = &RoundRecord> {
+        self.rounds
+            .iter()
+            .filter(move |r| self.done_at.get(&r.round).is_some_and(|&s| s < point))
+    }
+
+    /// How many rounds were durable before `point`.
+    pub fn durable_count(&self, point: u64) -> usize {
+        self.durable_rounds(point).count()
+    }
+
+    /// The rounds that had started but not finished at `point` (their files are in flight).
+    fn in_flight_rounds(&self, point: u64) -> impl Iterator<Item = &RoundRecord> {
+        self.rounds
+            .iter()
+            .filter(move |r| self.done_at.get(&r.round).is_none_or(|&s| s >= point))
+    }
+}
+
+/// What was wrong with one crash state (empty: the state is consistent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFindings {
+    /// Journal replay failed (e2fsck's output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_replay: Option<String>,
+    /// e2fsck -fn after the replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fsck: Vec<FsckFinding>,
+    /// Durable blocks that are not as acknowledged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<LostBlock>,
+    /// In-flight blocks that hold neither old nor new data of their own block: another
+    /// block's tag, a torn tag, or foreign bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub garbage: Vec<LostBlock>,
+    /// The file system could not be read at all after replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+}
+
+impl StateFindings {
+    pub fn is_clean(&self) -> bool {
+        self.journal_replay.is_none()
+            && self.fsck.is_empty()
+            && self.lost.is_empty()
+            && self.garbage.is_empty()
+            && self.unreadable.is_none()
+    }
+
+    /// The kind of the first problem (a signature key: no block, inode or seq in it).
+    pub fn problem(&self) -> String {
+        if self.journal_replay.is_some() {
+            "journal-replay".into()
+        } else if self.unreadable.is_some() {
+            "unreadable".into()
+        } else if !self.lost.is_empty() {
+            "durable-lost".into()
+        } else if let Some(f) = self.fsck.first() {
+            let kind = serde_json::to_value(f)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+                .unwrap_or_else(|| "other".into());
+            format!("e2fsck:{kind}")
+        } else if !self.garbage.is_empty() {
+            "garbage".into()
+        } else {
+            "none".into()
+        }
+    }
+
+    /// One line: what kinds of problem, how many.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![];
+        if self.journal_replay.is_some() {
+            parts.push("journal replay failed".to_string());
+        }
+        if let Some(u) = &self.unreadable {
+            parts.push(format!("unreadable after replay: {u}"));
+        }
+        if !self.fsck.is_empty() {
+            let first = self
+                .fsck
+                .first()
+                .map(FsckFinding::summary)
+                .unwrap_or_default();
+            parts.push(format!(
+                "e2fsck: {} finding(s), first: {first}",
+                self.fsck.len()
+            ));
+        }
+        if !self.lost.is_empty() {
+            parts.push(format!("{} durable block(s) lost", self.lost.len()));
+        }
+        if !self.garbage.is_empty() {
+            parts.push(format!(
+                "{} in-flight block(s) hold garbage",
+                self.garbage.len()
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The host tools a check runs.
+pub struct Checker {
+    e2fsck: PathBuf,
+    e2undo: PathBuf,
+    undo: PathBuf,
+}
+
+impl Checker {
+    /// Finds e2fsck and e2undo (e2fsprogs); `undo` is where the replay's undo file goes.
+    pub fn new(undo: PathBuf) -> Result<Self> {
+        let find =
+            |name: &'static str| host_tools::find_host_tool(name).ok_or(Error::ToolMissing(name));
+        Ok(Self {
+            e2fsck: find("e2fsck")?,
+            e2undo: find("e2undo")?,
+            undo,
+        })
+    }
+
+    /// Checks the state in `image` as of log seq `point` (records below it applied, or
+    /// dropped by the caller), and leaves `image` as it found it.
+    pub fn check(&self, image: &Path, point: u64, d: &Durability) -> Result<StateFindings> {
+        let mut out = StateFindings::default();
+        let _ = std::fs::remove_file(&self.undo);
+        let replay = if needs_recovery(image)? {
+            // The mount's recovery: jbd2 replays the committed transactions
+            // (fs/jbd2/recovery.c jbd2_journal_recover). `-E journal_only` does that and
+            // nothing else; `-z` keeps the blocks it overwrites so that e2undo can take it back.
+            self.run(
+                Command::new(&self.e2fsck)
+                    .args(["-E", "journal_only", "-y", "-z"])
+                    .arg(&self.undo)
+                    .arg(image),
+            )?
+        } else {
+            (0, String::new())
+        };
+        // e2fsck(8): 0 nothing done, 1 errors corrected (the journal was replayed).
+        if replay.0 > 1 {
+            out.journal_replay = Some(format!("e2fsck exit {}: {}", replay.0, replay.1.trim()));
+        } else {
+            let fsck = oracles::run_e2fsck(image)?;
+            out.fsck = fsck
+                .findings
+                .into_iter()
+                .filter(|f| !benign_after_crash(f))
+                .collect();
+            match Ext4Image::open(image) {
+                Ok(fs) => self.content(&fs, point, d, &mut out)?,
+                Err(e) => out.unreadable = Some(e.to_string()),
+            }
+        }
+        if self.undo.exists() {
+            let undo = self.run(Command::new(&self.e2undo).arg(&self.undo).arg(image))?;
+            if undo.0 != 0 {
+                return Err(Error::Undo(undo.1));
+            }
+        }
+        Ok(out)
+    }
+
+    fn content(
+        &self,
+        fs: &Ext4Image,
+        point: u64,
+        d: &Durability,
+        out: &mut StateFindings,
+    ) -> Result<()> {
+        let durable: Vec<RoundRecord> = d.durable_rounds(point).cloned().collect();
+        if !durable.is_empty() {
+            let c = check_content(fs, d.run_id, &durable)?;
+            out.lost.extend(c.lost);
+            // A durable file that is missing or unreadable lost every block.
+            for p in c.file_problems {
+                out.lost.push(LostBlock {
+                    path: p.path,
+                    ino: 0,
+                    file_id: p.file_id,
+                    round: p.round,
+                    lblk: 0,
+                    expected_generation: 0,
+                    found: Found::Hole,
+                    pblk: None,
+                });
+            }
+        }
+        for r in d.in_flight_rounds(point) {
+            for f in &r.files {
+                let expected = f.acknowledged_generations();
+                // A file not created yet, or not readable yet, holds nothing to judge.
+                if let FileCheck::Checked { lost, .. } =
+                    check_file(fs, d.run_id, r.round, f, &expected)?
+                {
+                    out.garbage
+                        .extend(lost.into_iter().filter(|l| !old_or_new(&l.found)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, cmd: &mut Command) -> Result<(i32, String)> {
+        let o = cmd
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(|e| Error::Spawn(format!("{cmd:?}"), e))?;
+        let mut text = String::from_utf8_lossy(&o.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stdout));
+        Ok((o.status.code().unwrap_or(-1), text))
+    }
+}
+
+/// Whether the superblock asks for journal recovery: EXT4_FEATURE_INCOMPAT_RECOVER (0x4) in
+/// s_feature_incompat (offset 0x60 of the superblock, which starts at byte 1024), set while
+/// the journal holds transactions not yet checkpointed (fs/ext4/ext4.h).
+fn needs_recovery(image: &Path) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(image).map_err(|e| Error::io(image, "open the crash state", e))?;
+    let mut b = [0u8; 4];
+    f.read_exact_at(&mut b, 1024 + 0x60)
+        .map_err(|e| Error::io(image, "read the superblock of", e))?;
+    Ok(u32::from_le_bytes(b) & 0x4 != 0)
+}
+
+/// An in-flight block may hold its old or new data: not there yet (a hole, an unwritten
+/// extent, zeros) or an older generation of itself.
+fn old_or_new(found: &Found) -> bool {
+    matches!(
+        found,
+        Found::Hole | Found::Unwritten | Found::Zeros | Found::Stale(_)
+    )
+}
+
+/// What e2fsck reports after any crash that a mount puts right by itself: the superblock's
+/// free block and inode totals are not journaled; ext4_fill_super() recomputes them from
+/// the group descriptors (ext4_count_free_clusters, ext4_count_free_inodes).
+fn benign_after_crash(f: &FsckFinding) -> bool {
+    matches!(
+        f,
+        FsckFinding::FreeBlocksWrong { .. } | FsckFinding::FreeInodesWrong { .. }
+    )
+}
