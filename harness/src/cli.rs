@@ -87,8 +87,9 @@ pub enum Cmd {
         /// Seed of the reordered subsets (the same seed gives the same states).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Stop after this many states.
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+        /// At most this many states: past it, only every k-th flush is checked, spread over
+        /// the whole log (`run --crash-states` uses 2000).
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
         max_states: u64,
         /// Print crash.json instead of the summary.
         #[arg(long)]

@@ -57,7 +57,7 @@ pub struct StateFindings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<LostBlock>,
     /// In-flight blocks that hold neither old nor new data of their own block: another
-    /// block's tag, a torn tag, or foreign bytes.
+    /// block's tag, or foreign bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub garbage: Vec<LostBlock>,
     /// The file system could not be read at all after replay.
@@ -253,11 +253,15 @@ fn needs_recovery(image: &Path) -> Result<bool> {
 }
 
 /// An in-flight block may hold its old or new data: not there yet (a hole, an unwritten
-/// extent, zeros) or an older generation of itself.
+/// extent, zeros), an older generation of itself, or a torn mix of the two. Torn: virtio-blk
+/// does not ask for stable pages (no BLK_FEAT_STABLE_WRITES), so an mmap store may change a
+/// page while writeback's write of it is in flight, and the device writes part old, part new;
+/// the page stays dirty and the next writeback puts it right (seen in defrag-mmap logs with
+/// its 5 ms writeback loop: the tag's checksum fails in states between the two writes).
 fn old_or_new(found: &Found) -> bool {
     matches!(
         found,
-        Found::Hole | Found::Unwritten | Found::Zeros | Found::Stale(_)
+        Found::Hole | Found::Unwritten | Found::Zeros | Found::Stale(_) | Found::Corrupt
     )
 }
 

@@ -14,7 +14,7 @@
 //! Each state gets journal replay (as a mount does), `e2fsck -fn`, and the durability check:
 //! every block of a round the guest finished (msync + fsync, then the `round-N-done` mark)
 //! holds its acknowledged tag; blocks of a round in flight hold old or new data of their own
-//! block, never another block's tag or garbage. See [`check`].
+//! block (or a torn mix of both), never another block's tag or foreign bytes. See [`check`].
 
 mod check;
 mod image;
@@ -78,7 +78,8 @@ pub struct CrashOptions {
     pub reorder: u32,
     /// Seed of the subsets; the same seed gives the same states.
     pub seed: u64,
-    /// Stop after this many states.
+    /// At most this many states: past it, only every k-th flush is checked, spread over the
+    /// whole log (k reported as `stride`).
     pub max_states: usize,
     /// Checking starts after the first mark of this name (before it the file system is being
     /// made, and a crash there says nothing about ext4).
@@ -142,8 +143,8 @@ pub struct CrashReport {
     /// States identical to the one checked just before (no write in between, no round newly
     /// durable), so not checked again; counted in `states_checked`.
     pub identical: usize,
-    /// `max_states` stopped the walk before the end of the log.
-    pub truncated: bool,
+    /// Every `stride`-th flush was checked (1: every flush), to stay within `max_states`.
+    pub stride: usize,
     /// Every bad state, in log order (the first is the one to look at).
     pub bad: Vec<BadState>,
 }
@@ -198,6 +199,7 @@ pub fn check_log(
         return Err(Error::NoData(log.to_path_buf()));
     }
     let ss = reader.header().sector_size;
+    let stride = stride(log, opts)?;
     let img_path = opts.work_dir.join("crash-state.img");
     let mut img = WorkingImage::create(&img_path, disk_size, ss)?;
     let checker = Checker::new(opts.work_dir.join("crash-state.e2undo"))?;
@@ -205,6 +207,7 @@ pub fn check_log(
     d.done_at.clear();
     let mut report = CrashReport {
         schema: SCHEMA.into(),
+        stride,
         ..Default::default()
     };
     let mut checking = false;
@@ -243,15 +246,15 @@ pub fn check_log(
                 };
                 if checking {
                     report.flushes += 1;
+                }
+                let checking = checking && report.flushes % stride == 0;
+                if checking {
                     let state = |kind| CrashState {
                         seq: rec.seq,
                         kind,
                         mark_before: last_mark.clone(),
                     };
                     for dropped in subsets(img.epoch().len(), opts, rec.seq) {
-                        if report.states_checked >= opts.max_states {
-                            break;
-                        }
                         let seqs = dropped.iter().map(|&i| img.epoch()[i].seq).collect();
                         let undo = img.drop_writes(&dropped)?;
                         let f = checker.check(img.path(), rec.seq, &d)?;
@@ -268,10 +271,6 @@ pub fn check_log(
                 }
                 img.flushed(covers);
                 if checking {
-                    if report.states_checked >= opts.max_states {
-                        report.truncated = true;
-                        break;
-                    }
                     let key = (writes_applied, d.durable_count(rec.seq));
                     report.after_flush += 1;
                     report.states_checked += 1;
@@ -300,6 +299,25 @@ pub fn check_log(
     report.states_per_second = report.states_checked as f64 / report.seconds.max(1e-9);
     let _ = std::fs::remove_file(&img_path);
     Ok(report)
+}
+
+/// Which flushes to check so that at most `opts.max_states` states are: every one, or every
+/// k-th (a first pass over the log counts the flushes after `from_mark`).
+fn stride(log: &Path, opts: &CrashOptions) -> Result<usize> {
+    let mut reader = LogReader::open(log)?;
+    let (mut on, mut flushes) = (false, 0usize);
+    for rec in reader.by_ref() {
+        let rec = rec?;
+        on |= rec.kind == Kind::Mark && rec.mark.as_deref() == Some(opts.from_mark.as_str());
+        if on && rec.flush_covers().is_some() {
+            flushes += 1;
+        }
+    }
+    let per_flush = 1 + opts.reorder as usize;
+    Ok(flushes
+        .saturating_mul(per_flush)
+        .div_ceil(opts.max_states.max(1))
+        .max(1))
 }
 
 /// `round-N-done` → N.
