@@ -100,6 +100,14 @@ impl Log {
             }
         }
     }
+    /// The file system made (all its blocks but `except`), flushed, then the `mounted` mark.
+    fn mounted(dir: &Path, image: &[u8], except: &[u64]) -> Self {
+        let log = Self::new(dir);
+        log.write_fs(image, except);
+        log.flush();
+        log.mark("mounted");
+        log
+    }
     fn mark(&self, name: &str) {
         self.w.mark(name).unwrap();
     }
@@ -146,10 +154,7 @@ fn check(fs: &Fs, log: &Path, reorder: u32) -> CrashReport {
 #[test]
 fn a_log_that_keeps_every_durable_block_has_no_bad_state() {
     let fs = mkfs();
-    let log = Log::new(&fs.dir);
-    log.write_fs(&fs.image, &[]);
-    log.flush();
-    log.mark("mounted");
+    let log = Log::mounted(&fs.dir, &fs.image, &[]);
     log.mark("round-0-done");
     log.flush();
     let r = check(&fs, &log.finish(), 4);
@@ -165,10 +170,7 @@ fn a_log_that_keeps_every_durable_block_has_no_bad_state() {
 #[test]
 fn zeroing_a_durable_block_after_its_round_is_a_lost_block_at_that_flush() {
     let fs = mkfs();
-    let log = Log::new(&fs.dir);
-    log.write_fs(&fs.image, &[]);
-    log.flush();
-    log.mark("mounted");
+    let log = Log::mounted(&fs.dir, &fs.image, &[]);
     log.mark("round-0-done");
     log.flush();
     log.write_block(fs.data_pblks[3], &[0u8; TAG_BLOCK_SIZE]);
@@ -185,11 +187,8 @@ fn zeroing_a_durable_block_after_its_round_is_a_lost_block_at_that_flush() {
 #[test]
 fn a_round_claimed_durable_before_its_data_was_flushed_is_caught_only_by_reordering() {
     let fs = mkfs();
-    let log = Log::new(&fs.dir);
     // Metadata first, flushed; the file's data after, never flushed before the claim.
-    log.write_fs(&fs.image, &fs.data_pblks);
-    log.flush();
-    log.mark("mounted");
+    let log = Log::mounted(&fs.dir, &fs.image, &fs.data_pblks);
     for &p in &fs.data_pblks {
         let i = p as usize * TAG_BLOCK_SIZE;
         log.write_block(p, &fs.image[i..i + TAG_BLOCK_SIZE]);
@@ -217,10 +216,7 @@ fn a_round_claimed_durable_before_its_data_was_flushed_is_caught_only_by_reorder
 #[test]
 fn wrecked_metadata_is_an_e2fsck_finding_and_the_working_image_is_left_as_the_log_says() {
     let fs = mkfs();
-    let log = Log::new(&fs.dir);
-    log.write_fs(&fs.image, &[]);
-    log.flush();
-    log.mark("mounted");
+    let log = Log::mounted(&fs.dir, &fs.image, &[]);
     log.write_block(fs.root_dir_pblk, &[0xa5u8; TAG_BLOCK_SIZE]);
     log.flush();
     // The block is put back: if the check (or e2undo) changed the image, this state differs.
