@@ -68,9 +68,14 @@ pub enum Cmd {
         /// Start from a copy of this image instead of a zeroed one.
         #[arg(long)]
         base: Option<PathBuf>,
-        /// Size in bytes of the zeroed start image (default: the run's disk.img size).
+        /// Size in bytes of the zeroed start image (default: the run's disk.img size, or the
+        /// disk size in its plan.json).
         #[arg(long)]
         size: Option<u64>,
+        /// Leave out these records (seqs, comma separated): a reordered crash state, whose
+        /// unflushed writes never reached the disk (`e4race crash` prints the command).
+        #[arg(long, value_name = "SEQ,...", value_delimiter = ',')]
+        drop: Vec<u64>,
     },
     /// Check the crash states of a run's write log (recorded with --log-data): the disk just
     /// after each completed FLUSH and, with --reorder N, N seeded subsets of each epoch's

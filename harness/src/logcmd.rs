@@ -63,6 +63,12 @@ pub fn log(cmd: LogCmd) -> i32 {
     }
 }
 
+/// plan.json's `disk_mib`, in bytes.
+fn planned_disk_bytes(plan: &std::path::Path) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(plan).ok()?).ok()?;
+    v.get("disk_mib")?.as_u64()?.checked_mul(1 << 20)
+}
+
 /// Rebuilds the disk as it was at `stop` (parsed by clap from `--to`), onto a fresh zero
 /// image of `size` bytes (runs start from an empty sparse image), or onto a copy of `--base`.
 pub fn replay(
@@ -71,6 +77,7 @@ pub fn replay(
     out: PathBuf,
     base: Option<PathBuf>,
     size: Option<u64>,
+    drop: &[u64],
 ) -> i32 {
     let r = (|| -> Result<String, String> {
         let log = resolve(log);
@@ -82,12 +89,17 @@ pub fn replay(
                 let size = match size {
                     Some(s) => s,
                     None => {
-                        // Default: the size of the run's own disk.img, if it is still there.
+                        // Default: the size of the run's own disk.img, if it is still there,
+                        // else the disk size its plan.json recorded.
                         let img = log.with_file_name("disk.img");
-                        std::fs::metadata(&img).map(|m| m.len()).map_err(|_| {
-                            "give --size BYTES (the run's disk.img is gone) or --base IMAGE"
-                                .to_string()
-                        })?
+                        std::fs::metadata(&img)
+                            .map(|m| m.len())
+                            .ok()
+                            .or_else(|| planned_disk_bytes(&log.with_file_name("plan.json")))
+                            .ok_or_else(|| {
+                                "give --size BYTES (the run's disk.img and plan.json are gone) or --base IMAGE"
+                                    .to_string()
+                            })?
                     }
                 };
                 let f =
@@ -96,7 +108,7 @@ pub fn replay(
                     .map_err(|e| format!("{}: {e}", out.display()))?;
             }
         }
-        let s = writelog::replay(&log, &out, stop).map_err(|e| e.to_string())?;
+        let s = writelog::replay_dropping(&log, &out, stop, drop).map_err(|e| e.to_string())?;
         Ok(format!(
             "replayed {} records ({} writes, {} zeroed ranges) into {}",
             s.entries,

@@ -59,7 +59,8 @@ fn main() {
                 out,
                 base,
                 size,
-            } => logcmd::replay(log, &to, out, base, size),
+                drop,
+            } => logcmd::replay(log, &to, out, base, size, &drop),
             Cmd::Report { run_dir } => artifacts::report_cmd(&run_dir),
             Cmd::Crash {
                 run_dir,

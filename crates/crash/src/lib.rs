@@ -105,16 +105,26 @@ pub struct CrashState {
     pub seq: u64,
     #[serde(flatten)]
     pub kind: StateKind,
-    /// The last mark before it, and the next mark after it (if any was reached).
+    /// The last mark before it.
     pub mark_before: Option<String>,
 }
 
 impl CrashState {
-    /// The `e4race replay` command that rebuilds this state (the disk after the flush; for a
-    /// reordered state, before it, with the dropped writes listed).
+    /// The `e4race replay` command that rebuilds this state (before journal replay).
     pub fn replay_command(&self, run_dir: &str) -> String {
+        let drop = match &self.kind {
+            StateKind::AfterFlush => String::new(),
+            StateKind::Reordered { dropped } => format!(
+                " --drop {}",
+                dropped
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
         format!(
-            "e4race replay {run_dir} --to seq:{} --out crash.img",
+            "e4race replay {run_dir} --to seq:{}{drop} --out crash.img",
             self.seq
         )
     }

@@ -374,6 +374,17 @@ pub fn replay(
     image: impl AsRef<Path>,
     stop: &LogPosition,
 ) -> Result<ReplaySummary, Error> {
+    replay_dropping(log_path, image, stop, &[])
+}
+
+/// [`replay`], leaving out the records whose seq is in `dropped` (a crash state in which
+/// those unflushed writes never reached the disk).
+pub fn replay_dropping(
+    log_path: impl AsRef<Path>,
+    image: impl AsRef<Path>,
+    stop: &LogPosition,
+    dropped: &[u64],
+) -> Result<ReplaySummary, Error> {
     let image = image.as_ref();
     let mut reader = LogReader::open(log_path.as_ref())?;
     if !reader.header().has_data {
@@ -391,11 +402,16 @@ pub fn replay(
         let rec = rec?;
         sum.entries += 1;
         sum.last_seq = Some(rec.seq);
+        let kind = if dropped.contains(&rec.seq) {
+            Kind::Mark // applied as nothing
+        } else {
+            rec.kind
+        };
         let off = rec
             .sector
             .checked_mul(ss)
             .ok_or(Error::Corrupt("sector overflows"))?;
-        match rec.kind {
+        match kind {
             Kind::Write => {
                 let d = rec
                     .data

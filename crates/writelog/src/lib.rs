@@ -19,7 +19,10 @@ pub mod record;
 pub mod stats;
 pub mod writer;
 
-pub use dmlog::{export_dm_log_writes, replay, replay_dm_log_writes, ExportSummary, ReplaySummary};
+pub use dmlog::{
+    export_dm_log_writes, replay, replay_dm_log_writes, replay_dropping, ExportSummary,
+    ReplaySummary,
+};
 pub use position::{LogPosition, PositionError, POSITION_FORMS};
 pub use reader::LogReader;
 pub use record::{block_hashes, flags, Entry, Kind, LogHeader, Record};
