@@ -27,6 +27,7 @@ pub struct WorkingImage {
     path: PathBuf,
     file: File,
     sector_size: u64,
+    size: u64,
     /// Writes completed since the last flush that made them durable, in completion order.
     epoch: Vec<EpochWrite>,
     /// Each sector the epoch wrote, as it was before the epoch's first write to it.
@@ -49,6 +50,7 @@ impl WorkingImage {
             path: path.to_path_buf(),
             file,
             sector_size: u64::from(sector_size),
+            size,
             epoch: Vec::new(),
             before: HashMap::new(),
         })
@@ -85,11 +87,7 @@ impl WorkingImage {
         let off = sector
             .checked_mul(ss)
             .ok_or(Error::Log("a record's sector overflows".into()))?;
-        let size = self
-            .file
-            .metadata()
-            .map_err(|e| Error::io(&self.path, "stat the working image", e))?
-            .len();
+        let size = self.size;
         if off.saturating_add(sectors * ss) > size {
             return Err(Error::Log(format!(
                 "record {seq} writes past the end of the {size}-byte disk"
@@ -152,46 +150,62 @@ impl WorkingImage {
         s: u64,
         ss: u64,
     ) -> Vec<u8> {
-        for w in writes.iter().rev() {
-            if (w.sector..w.sector + w.sectors).contains(&s) {
-                if let Some(d) = &w.data {
-                    let at = ((s - w.sector) * ss) as usize;
-                    return d[at..at + ss as usize].to_vec();
-                }
-            }
-        }
-        before
-            .get(&s)
-            .cloned()
+        writes
+            .iter()
+            .rev()
+            .find(|w| (w.sector..w.sector + w.sectors).contains(&s))
+            .and_then(|w| Self::sector_of(w, s, ss))
+            .or_else(|| before.get(&s).cloned())
             .unwrap_or_else(|| vec![0u8; ss as usize])
+    }
+
+    /// Sector `s` of write `w` (which covers it).
+    fn sector_of(w: &EpochWrite, s: u64, ss: u64) -> Option<Vec<u8>> {
+        let at = ((s - w.sector) * ss) as usize;
+        w.data.as_ref().map(|d| d[at..at + ss as usize].to_vec())
     }
 
     /// Rewrites the image as if the epoch writes at `dropped` (indices into [`Self::epoch`])
     /// never reached the disk; returns what [`Self::restore`] needs to undo it.
     pub fn drop_writes(&self, dropped: &[usize]) -> Result<Restore> {
         let ss = self.sector_size;
-        let mut sectors: BTreeMap<u64, ()> = BTreeMap::new();
+        let mut is_dropped = vec![false; self.epoch.len()];
+        let mut sectors: BTreeMap<u64, Option<usize>> = BTreeMap::new();
         for &i in dropped {
             if let Some(w) = self.epoch.get(i) {
+                is_dropped[i] = true;
                 for s in w.sector..w.sector + w.sectors {
-                    sectors.insert(s, ());
+                    sectors.insert(s, None);
                 }
             }
         }
-        let kept: Vec<EpochWrite> = self
+        // The last kept write of each affected sector, in one pass over the epoch.
+        for (i, w) in self
             .epoch
             .iter()
             .enumerate()
-            .filter(|(i, _)| !dropped.contains(i))
-            .map(|(_, w)| w.clone())
-            .collect();
+            .filter(|(i, _)| !is_dropped[*i])
+        {
+            for s in w.sector..w.sector + w.sectors {
+                if let Some(last) = sectors.get_mut(&s) {
+                    *last = Some(i);
+                }
+            }
+        }
         let mut saved = Vec::new();
-        for run in runs(sectors.keys().copied()) {
-            let (first, n) = run;
+        for (first, n) in runs(sectors.keys().copied()) {
             let now = self.read_at(first * ss, (n * ss) as usize)?;
             let mut want = Vec::with_capacity(now.len());
             for s in first..first + n {
-                want.extend(Self::content_of(&kept, &self.before, s, ss));
+                let kept = sectors
+                    .get(&s)
+                    .copied()
+                    .flatten()
+                    .and_then(|i| Self::sector_of(&self.epoch[i], s, ss));
+                want.extend(
+                    kept.or_else(|| self.before.get(&s).cloned())
+                        .unwrap_or_else(|| vec![0u8; ss as usize]),
+                );
             }
             self.write_at(first * ss, &want)?;
             saved.push((first * ss, now));
