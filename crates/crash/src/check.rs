@@ -7,7 +7,7 @@ use std::process::Command;
 
 use e4race_protocol::RoundRecord;
 use ext4_reader::Ext4Image;
-use oracles::{check_content, check_file, FileCheck, Found, FsckFinding, LostBlock};
+use oracles::{check_content, check_file, FileCheck, FileProblem, Found, FsckFinding, LostBlock};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -56,6 +56,9 @@ pub struct StateFindings {
     /// Durable blocks that are not as acknowledged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<LostBlock>,
+    /// Durable files that are missing or unreadable (every block of them lost).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_files: Vec<FileProblem>,
     /// In-flight blocks that hold neither old nor new data of their own block: another
     /// block's tag, or foreign bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -70,6 +73,7 @@ impl StateFindings {
         self.journal_replay.is_none()
             && self.fsck.is_empty()
             && self.lost.is_empty()
+            && self.lost_files.is_empty()
             && self.garbage.is_empty()
             && self.unreadable.is_none()
     }
@@ -80,7 +84,7 @@ impl StateFindings {
             "journal-replay".into()
         } else if self.unreadable.is_some() {
             "unreadable".into()
-        } else if !self.lost.is_empty() {
+        } else if !self.lost.is_empty() || !self.lost_files.is_empty() {
             "durable-lost".into()
         } else if let Some(f) = self.fsck.first() {
             let kind = serde_json::to_value(f)
@@ -117,6 +121,12 @@ impl StateFindings {
         }
         if !self.lost.is_empty() {
             parts.push(format!("{} durable block(s) lost", self.lost.len()));
+        }
+        if !self.lost_files.is_empty() {
+            parts.push(format!(
+                "{} durable file(s) missing or unreadable",
+                self.lost_files.len()
+            ));
         }
         if !self.garbage.is_empty() {
             parts.push(format!(
@@ -200,19 +210,7 @@ impl Checker {
         if !durable.is_empty() {
             let c = check_content(fs, d.run_id, &durable)?;
             out.lost.extend(c.lost);
-            // A durable file that is missing or unreadable lost every block.
-            for p in c.file_problems {
-                out.lost.push(LostBlock {
-                    path: p.path,
-                    ino: 0,
-                    file_id: p.file_id,
-                    round: p.round,
-                    lblk: 0,
-                    expected_generation: 0,
-                    found: Found::Hole,
-                    pblk: None,
-                });
-            }
+            out.lost_files.extend(c.file_problems);
         }
         for r in d.in_flight_rounds(point) {
             for f in &r.files {
