@@ -65,34 +65,37 @@ pub fn validate_suite(args: &ValidateArgs, root: &Path) -> Result<Suite, String>
                 .join(", ")
         ));
     }
-    let entry = |scenario: &str, kernel: &str, mutant: Option<&str>| Entry {
+    let entry = |scenario: &str, run_args: &[String], kernel: &str, mutant: Option<&str>| Entry {
         scenario: scenario.into(),
         kernels: vec![kernel.into()],
         mutant: mutant.map(str::to_string),
         patch: None,
-        args: vec![],
+        args: run_args.to_vec(),
         runs: args.runs,
         seeds: vec![],
         expect: None,
     };
     let mut entries = Vec::new();
     for kernel in &args.kernels {
-        let mut scenarios: Vec<&str> = Vec::new();
+        // A stock control per (scenario, options) some mutant uses: a mutant that needs
+        // `--crash-states` is compared with stock runs that check crash states too.
+        let mut configs: Vec<(&str, &[String])> = Vec::new();
         let mut mutants = Vec::new();
         for m in &all {
             let wanted = args.mutants.is_empty() || args.mutants.contains(&m.name);
             if wanted && m.kernels.iter().any(|k| k == kernel) {
-                mutants.push(entry(&m.scenario, kernel, Some(&m.name)));
-                if !scenarios.contains(&m.scenario.as_str()) {
-                    scenarios.push(&m.scenario);
+                mutants.push(entry(&m.scenario, &m.args, kernel, Some(&m.name)));
+                let config = (m.scenario.as_str(), m.args.as_slice());
+                if !configs.contains(&config) {
+                    configs.push(config);
                 }
             }
         }
-        if scenarios.is_empty() {
-            scenarios.push("migrate-mmap");
+        if configs.is_empty() {
+            configs.push(("migrate-mmap", &[]));
         }
         if !args.no_stock {
-            entries.extend(scenarios.iter().map(|sc| entry(sc, kernel, None)));
+            entries.extend(configs.iter().map(|(sc, a)| entry(sc, a, kernel, None)));
         }
         entries.extend(mutants);
     }

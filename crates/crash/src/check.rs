@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use e4race_protocol::RoundRecord;
-use ext4_reader::Ext4Image;
+use ext4_reader::{Ext4Image, OrphanFreesOwned};
 use oracles::{check_content, check_file, FileCheck, FileProblem, Found, FsckFinding, LostBlock};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,10 @@ pub struct StateFindings {
     /// block's tag, or foreign bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub garbage: Vec<LostBlock>,
+    /// Blocks the mount's orphan cleanup would free while a live inode maps them (at most
+    /// [`MAX_CLASHES`] listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphan_frees_owned: Vec<OrphanFreesOwned>,
     /// The file system could not be read at all after replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
@@ -75,6 +79,7 @@ impl StateFindings {
             && self.lost.is_empty()
             && self.lost_files.is_empty()
             && self.garbage.is_empty()
+            && self.orphan_frees_owned.is_empty()
             && self.unreadable.is_none()
     }
 
@@ -86,6 +91,8 @@ impl StateFindings {
             "unreadable".into()
         } else if !self.lost.is_empty() || !self.lost_files.is_empty() {
             "durable-lost".into()
+        } else if !self.orphan_frees_owned.is_empty() {
+            "orphan-frees-owned".into()
         } else if let Some(f) = self.fsck.first() {
             let kind = serde_json::to_value(f)
                 .ok()
@@ -128,6 +135,16 @@ impl StateFindings {
                 self.lost_files.len()
             ));
         }
+        if let Some(c) = self.orphan_frees_owned.first() {
+            parts.push(format!(
+                "orphan cleanup at mount would free {} block(s) a live inode maps (first: \
+                 orphan inode {} frees block {} of inode {})",
+                self.orphan_frees_owned.len(),
+                c.orphan,
+                c.pblk,
+                c.owner
+            ));
+        }
         if !self.garbage.is_empty() {
             parts.push(format!(
                 "{} in-flight block(s) hold garbage",
@@ -137,6 +154,9 @@ impl StateFindings {
         parts.join("; ")
     }
 }
+
+/// How many orphan-cleanup clashes a state lists (the count of the first is what matters).
+pub const MAX_CLASHES: usize = 64;
 
 /// The host tools a check runs.
 pub struct Checker {
@@ -186,7 +206,18 @@ impl Checker {
                 .filter(|f| !benign_after_crash(f))
                 .collect();
             match Ext4Image::open(image) {
-                Ok(fs) => self.content(&fs, point, d, &mut out)?,
+                Ok(fs) => {
+                    // The mount after the crash runs ext4_orphan_cleanup(); what it would
+                    // free must not be mapped by a live file (6eeaf88fd586).
+                    match fs.orphan_frees_owned() {
+                        Ok(mut c) => {
+                            c.truncate(MAX_CLASHES);
+                            out.orphan_frees_owned = c;
+                        }
+                        Err(e) => out.unreadable = Some(format!("orphan list: {e}")),
+                    }
+                    self.content(&fs, point, d, &mut out)?
+                }
                 Err(e) => out.unreadable = Some(e.to_string()),
             }
         }

@@ -251,3 +251,73 @@ fn wrecked_metadata_is_an_e2fsck_finding_and_the_working_image_is_left_as_the_lo
     // The working image is not left behind.
     assert!(!fs.dir.join("work/crash-state.img").exists());
 }
+
+/// Runs a debugfs script on `img` (writable); returns its stdout.
+fn debugfs(img: &Path, script: &str) -> String {
+    use std::io::Write;
+    let bin = host_tools::find_host_tool("debugfs").expect("e2fsprogs' debugfs");
+    let mut child = Command::new(bin)
+        .args(["-w", "-f", "-"])
+        .arg(img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_orphan_whose_cleanup_would_free_a_durable_files_blocks_is_a_bad_state() {
+    let fs = mkfs();
+    // The state 6eeaf88fd586 describes: a temporary inode on the orphan list (link count 0)
+    // whose extent tree maps r0/f0's blocks, as migrate's tmp inode does mid-migration.
+    let img = fs.dir.join("orphaned.img");
+    std::fs::write(&img, &fs.image).unwrap();
+    let f0 = ext4_reader::Ext4Image::open(&img)
+        .unwrap()
+        .lookup("r0/f0")
+        .unwrap();
+    debugfs(&img, "write /dev/null tmp\n");
+    let tmp = ext4_reader::Ext4Image::open(&img)
+        .unwrap()
+        .lookup("tmp")
+        .unwrap();
+    debugfs(
+        &img,
+        &format!("unlink tmp\ncopy_inode <{f0}> <{tmp}>\nsif <{tmp}> links_count 0\nssv last_orphan {tmp}\n"),
+    );
+    let orphaned = std::fs::read(&img).unwrap();
+    let log = Log::mounted(&fs.dir, &fs.image, &[]);
+    log.mark("round-0-done");
+    log.flush();
+    for (i, (new, old)) in orphaned
+        .chunks(TAG_BLOCK_SIZE)
+        .zip(fs.image.chunks(TAG_BLOCK_SIZE))
+        .enumerate()
+    {
+        if new != old {
+            log.write_block(i as u64, new);
+        }
+    }
+    log.flush();
+    let r = check(&fs, &log.finish(), 0);
+    assert_eq!(r.bad.len(), 1, "{:#?}", r.bad);
+    let f = &r.bad[0].findings;
+    assert_eq!(r.bad[0].findings.problem(), "orphan-frees-owned", "{f:#?}");
+    assert_eq!(f.orphan_frees_owned.len() as u64, BLOCKS, "{f:#?}");
+    assert!(f
+        .orphan_frees_owned
+        .iter()
+        .all(|c| c.orphan == tmp && c.owner == f0));
+    // Nothing durable is lost yet: only the next mount's cleanup would free the blocks.
+    assert!(f.lost.is_empty(), "{f:#?}");
+}

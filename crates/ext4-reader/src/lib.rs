@@ -21,6 +21,7 @@ mod error;
 mod image;
 mod inode;
 mod map;
+mod orphan;
 mod superblock;
 
 pub use blockset::BlockSet;
@@ -29,6 +30,7 @@ pub use error::{Error, Result};
 pub use image::{BlockAccounting, BlockRead, Ext4Image, GroupBitmap, OwnedBlocks, MAX_READ_FILE};
 pub use inode::{GroupDesc, Inode, InodeNo, ROOT_INO};
 pub use map::{Extent, FileMap, MapKind};
+pub use orphan::{Orphan, OrphanFreesOwned};
 pub use superblock::Superblock;
 
 /// Feature and flag constants from fs/ext4/ext4.h, for callers that inspect raw values.

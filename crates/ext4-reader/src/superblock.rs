@@ -71,6 +71,9 @@ pub struct Superblock {
     pub first_meta_bg: u32,
     pub backup_bgs: [u32; 2],
     pub mmp_block: u64,
+    /// `s_last_orphan` (0xE8): the head of the on-disk orphan list, 0 when empty. Each
+    /// orphan's `i_dtime` holds the next one (NEXT_ORPHAN(), fs/ext4/ext4.h).
+    pub last_orphan: u32,
 }
 
 impl Superblock {
@@ -135,6 +138,7 @@ impl Superblock {
             first_meta_bg: le32(b, 0x104),
             backup_bgs: [le32(b, 0x24C), le32(b, 0x250)],
             mmp_block: u64::from(le32(b, 0x168)) | (u64::from(le32(b, 0x16C)) << 32),
+            last_orphan: le32(b, 0xE8),
         };
         sb.validate()?;
         Ok(sb)

@@ -21,6 +21,9 @@ pub struct Mutant {
     pub kernels: Vec<String>,
     /// The scenario that is expected to detect it (e.g. "migrate-mmap").
     pub scenario: String,
+    /// Options of `e4race run SCENARIO` the mutant needs to show (e.g. `--crash-states`);
+    /// `validate` gives the same options to the stock control.
+    pub args: Vec<String>,
     /// Patch per kernel series (absolute or relative to the working directory, already joined
     /// with the mutant's folder).
     pub patches: BTreeMap<String, PathBuf>,
@@ -37,6 +40,8 @@ struct RawMutant {
     reverts: String,
     kernels: Vec<String>,
     scenario: String,
+    #[serde(default)]
+    args: Vec<String>,
     patches: BTreeMap<String, PathBuf>,
 }
 
@@ -147,6 +152,7 @@ impl Mutant {
             reverts: raw.reverts,
             kernels: raw.kernels,
             scenario: raw.scenario,
+            args: raw.args,
             patches,
             dir: dir.to_path_buf(),
         })

@@ -16,6 +16,9 @@ use e4race_report::Verdict;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cell {
     pub scenario: String,
+    /// The configuration's own options ("" for the scenario's defaults).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub options: String,
     pub kernel: String,
     /// The mutant, or `stock`.
     pub mutant: String,
@@ -50,13 +53,17 @@ pub fn cells(jobs: &[JobResult]) -> Vec<Cell> {
     for j in jobs {
         let mutant = j.mutant.clone().unwrap_or_else(|| "stock".into());
         let i = match cells.iter().position(|(c, ..)| {
-            c.scenario == j.scenario && c.kernel == j.kernel && c.mutant == mutant
+            c.scenario == j.scenario
+                && c.options == j.options
+                && c.kernel == j.kernel
+                && c.mutant == mutant
         }) {
             Some(i) => i,
             None => {
                 cells.push((
                     Cell {
                         scenario: j.scenario.clone(),
+                        options: j.options.clone(),
                         kernel: j.kernel.clone(),
                         mutant,
                         runs: 0,
@@ -117,7 +124,11 @@ pub fn render(cells: &[Cell]) -> String {
         };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {det} | {fp} | {} | {} | {} | {} |\n",
-            c.scenario,
+            if c.options.is_empty() {
+                c.scenario.clone()
+            } else {
+                format!("{} {}", c.scenario, c.options)
+            },
             c.kernel,
             c.mutant,
             c.runs,

@@ -86,6 +86,9 @@ pub struct Job {
     /// The mutant this job loads: a control, expected to be caught.
     pub mutant: Option<String>,
     pub expect: Expect,
+    /// The entry's own options of `e4race run SCENARIO`, joined ("" for none): the detection
+    /// table keeps a configuration's runs apart from the plain scenario's.
+    pub options: String,
     /// The words after `e4race` (`run SCENARIO ...`), without the runs directory.
     pub argv: Vec<String>,
 }
@@ -257,6 +260,7 @@ impl Suite {
                         kernel: kernel.clone(),
                         mutant: e.mutant.clone(),
                         expect,
+                        options: e.args.join(" "),
                         argv,
                     });
                 }
@@ -311,6 +315,9 @@ pub struct JobResult {
     pub kernel: String,
     #[serde(default)]
     pub mutant: Option<String>,
+    /// The entry's own options ([`Job::options`]).
+    #[serde(default)]
+    pub options: String,
     pub expect: Expect,
     pub verdict: Verdict,
     /// `PASS (1 known issue)` and the like.
@@ -357,6 +364,7 @@ impl JobResult {
             scenario: job.scenario.clone(),
             kernel: job.kernel.clone(),
             mutant: job.mutant.clone(),
+            options: job.options.clone(),
             expect: job.expect,
             verdict: r.verdict,
             verdict_label: r.verdict_label(),

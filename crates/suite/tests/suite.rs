@@ -43,6 +43,7 @@ fn result_of(key: &str, expect: Expect, verdict: Verdict) -> JobResult {
         scenario: key.split('@').next().unwrap().into(),
         kernel: "6.1".into(),
         mutant: None,
+        options: String::new(),
         expect,
         verdict,
         verdict_label: verdict.to_string(),
