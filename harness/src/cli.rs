@@ -156,7 +156,8 @@ pub enum Cmd {
 
 /// The scenario registry: `e4race run NAME` for each scenario, with the options every run
 /// takes (`CommonArgs`) and the scenario's own (its `Args` struct, which implements
-/// [`Scenario`]). Adding a scenario is one line here (and its own file under scenarios/).
+/// [`Scenario`]). The list of scenarios is `scenario_list!` in scenarios/mod.rs: adding one is
+/// a line there and its own file under scenarios/.
 macro_rules! scenario_registry {
     ($( $(#[$doc:meta])* $variant:ident => $args:ty, )*) => {
         #[derive(Debug, Clone, Subcommand)]
@@ -180,6 +181,12 @@ macro_rules! scenario_registry {
                 }
             }
 
+            /// Each scenario's [`Scenario::off_default_argv`], by variant name.
+            #[cfg(test)]
+            pub const OFF_DEFAULT_ARGVS: &[(&str, fn() -> Vec<String>)] = &[
+                $( (stringify!($variant), <$args as Scenario>::off_default_argv), )*
+            ];
+
             /// The common options, and the scenario with its own.
             pub fn into_parts(self) -> (CommonArgs, Arc<dyn Scenario>) {
                 match self {
@@ -190,24 +197,8 @@ macro_rules! scenario_registry {
     };
 }
 
-scenario_registry! {
-    /// Boot, mkfs + mount ext4 on the test disk, write a tagged pattern, fsync, read it back,
-    /// unmount, then `e2fsck -fn` on the host. The foundation every other scenario builds on.
-    Smoke => scenarios::smoke::SmokeArgs,
-    /// Boot, then crash the kernel on purpose (sysrq c). Checks that a kernel panic ends the run
-    /// as KERNEL-ERROR with the panic line; the expected exit code is 3.
-    PanicSelftest => scenarios::smoke::PanicSelftestArgs,
-    /// Race online defrag (EXT4_IOC_MOVE_EXT with a fallocated donor, or the real e4defrag)
-    /// against mmap writers that fill holes and overwrite blocks with a new generation, then
-    /// check every block holds the newest acknowledged generation.
-    DefragMmap => scenarios::defrag_mmap::DefragMmapArgs,
-    /// Race EXT4_IOC_MIGRATE (indirect → extent) against mmap writers that fill holes in the
-    /// same files, then check every acknowledged block on the host (content, e2fsck, postconditions, kernel log).
-    MigrateMmap => scenarios::migrate_mmap::MigrateMmapArgs,
-    /// Write tagged files with pwrite, fsync each once, unmount, and check every block on the
-    /// host: no race, the durability baseline (and the worked example of adding a scenario).
-    FsyncOnly => scenarios::fsync_only::FsyncOnlyArgs,
-}
+// The list itself is in scenarios/mod.rs, beside the scenarios' modules.
+scenarios::scenario_list!(scenario_registry);
 
 /// Options every scenario takes.
 #[derive(Debug, Clone, Args)]
@@ -497,50 +488,12 @@ mod tests {
             "--reorder",
             "3",
         ]);
-        // Every RaceArgs option, off its default.
-        let race = |mount_options: &str| {
-            s(&[
-                "--files",
-                "2",
-                "--writers",
-                "2",
-                "--rounds",
-                "5",
-                "--duration",
-                "11",
-                "--seed",
-                "42",
-                "--mount-options",
-                mount_options,
-            ])
-        };
-        let own: Vec<String> = match scenario {
-            "smoke" => s(&["--blocks", "7"]),
-            "panic-selftest" => vec![],
-            "fsync-only" => s(&["--files", "3", "--blocks", "9", "--seed", "5"]),
-            "migrate-mmap" => [
-                race("nodelalloc,data=ordered"),
-                s(&["--size-mib", "3", "--holes", "random", "--driver", "chattr"]),
-            ]
-            .concat(),
-            "defrag-mmap" => [
-                race("nodelalloc,noauto_da_alloc"),
-                s(&[
-                    "--size-mib",
-                    "3",
-                    "--move-blocks",
-                    "16",
-                    "--driver",
-                    "e4defrag",
-                    "--prealloc=false",
-                    "--flush-ms",
-                    "7",
-                    "--aim=false",
-                ]),
-            ]
-            .concat(),
-            other => panic!("no sample arguments for scenario {other}: add them here"),
-        };
+        // The scenario's own options, off their defaults (`Scenario::off_default_argv`).
+        let own = ScenarioCmd::OFF_DEFAULT_ARGVS
+            .iter()
+            .find(|(variant, _)| variant.to_lowercase() == scenario.replace('-', ""))
+            .map(|(_, argv)| argv())
+            .unwrap_or_else(|| panic!("scenario {scenario} is not in the registry"));
         [common_a, common_b, common_c]
             .into_iter()
             .map(|c| {

@@ -204,9 +204,10 @@ fn vm_fsync_only_finds_every_fsynced_block() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let r = report(&run_dir(runs.path()));
     assert_eq!(r.verdict, Verdict::Pass);
-    let Some(e4race_report::Exercise::FsyncOnly(ex)) = &r.exercise else {
-        panic!("not an fsync-only exercise: {:?}", r.exercise);
+    let Some(e4race_report::Exercise::Workload(ex)) = &r.exercise else {
+        panic!("not a workload exercise: {:?}", r.exercise);
     };
+    assert_eq!(ex.workload, "fsync-only");
     assert_eq!((ex.files, ex.files_synced, ex.blocks_written), (3, 3, 300));
     assert_eq!(ex.host.blocks_checked_on_host, 300);
     assert_eq!(ex.host.lost_blocks, 0);

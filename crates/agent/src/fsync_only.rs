@@ -4,13 +4,34 @@
 
 use std::os::unix::fs::FileExt;
 
-use e4race_protocol::{
-    splitmix, BlockTag, FileRecord, FsyncOnlyParams, RaceResult, RoundRecord, TAG_BLOCK_SIZE,
-};
+use e4race_protocol::{splitmix, BlockTag, FileRecord, RaceResult, RoundRecord, TAG_BLOCK_SIZE};
+use serde::{Deserialize, Serialize};
 
-use crate::{io_err, AResult};
+use crate::{io_err, AResult, GuestWorkload};
 
-pub fn fsync_only(p: &FsyncOnlyParams) -> AResult<RaceResult> {
+/// The fsync-only workload (registered in lib.rs).
+pub struct FsyncOnly;
+
+/// Parameters of one fsync-only boot: `files` files of `file_blocks` tagged blocks, written
+/// with pwrite in a seeded order and fsynced once each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsyncOnlyParams {
+    pub dir: String,
+    pub run_id: u64,
+    pub seed: u64,
+    pub files: u32,
+    pub file_blocks: u64,
+}
+
+impl GuestWorkload for FsyncOnly {
+    const NAME: &'static str = "fsync-only";
+    type Params = FsyncOnlyParams;
+    fn run(p: &FsyncOnlyParams) -> AResult<RaceResult> {
+        fsync_only(p)
+    }
+}
+
+fn fsync_only(p: &FsyncOnlyParams) -> AResult<RaceResult> {
     let mut files = Vec::new();
     for file_id in 0..p.files {
         let rel = format!("f{file_id}");

@@ -16,8 +16,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use e4race_protocol::{
-    AgentError, AgentMessage, BlockContent, BlockTag, Command, PatternResult, Reply, Request,
-    CONTROL_PORT_NAME, TAG_BLOCK_SIZE,
+    AgentError, AgentMessage, BlockContent, BlockTag, Command, PatternResult, RaceResult, Reply,
+    Request, WorkloadCall, CONTROL_PORT_NAME, TAG_BLOCK_SIZE,
 };
 
 /// Console lines the host parses.
@@ -26,6 +26,47 @@ pub const CONSOLE_MISSING_PREFIX: &str = "E4RACE-MISSING-CONFIG:";
 pub const CONSOLE_PROBE_OK: &str = "E4RACE-PROBE-OK";
 
 type AResult<T> = Result<T, AgentError>;
+
+/// A workload with its own parameter type, run by name (`Command::Workload`). The host
+/// encodes [`GuestWorkload::Params`] and the agent decodes the same type, so the parameters
+/// stay typed on both sides without a variant in the protocol. Register each workload in
+/// `guest_workloads!` below; its file holds the type, this impl and the workload.
+pub trait GuestWorkload {
+    /// The name the host calls it by (its scenario's name).
+    const NAME: &'static str;
+    type Params: serde::Serialize + serde::de::DeserializeOwned;
+    fn run(params: &Self::Params) -> Result<RaceResult, AgentError>;
+}
+
+/// The registry of [`GuestWorkload`]s: one line each.
+macro_rules! guest_workloads {
+    ($($w:ty),* $(,)?) => {
+        /// Names of the workloads this agent can run by name.
+        pub const WORKLOADS: &[&str] = &[$(<$w as GuestWorkload>::NAME),*];
+
+        fn run_workload(call: WorkloadCall) -> AResult<RaceResult> {
+            $(
+                if call.name == <$w as GuestWorkload>::NAME {
+                    let params = serde_json::from_value(call.params)
+                        .map_err(|e| err(format!("{}'s parameters", call.name), e))?;
+                    return <$w as GuestWorkload>::run(&params);
+                }
+            )*
+            Err(err(
+                "workload",
+                format!(
+                    "this agent has no workload {:?} (it has: {}); rebuild it with the host",
+                    call.name,
+                    WORKLOADS.join(", ")
+                ),
+            ))
+        }
+    };
+}
+
+guest_workloads! {
+    fsync_only::FsyncOnly,
+}
 
 pub(crate) fn err(step: impl Into<String>, e: impl std::fmt::Display) -> AgentError {
     AgentError {
@@ -215,7 +256,7 @@ fn execute(chan: &mut Channel, req: Request) -> AResult<Reply> {
             let id = req.id;
             defrag::defrag_mmap(&p, &mut |n| chan.note(id, n)).map(Reply::Race)
         }
-        Command::FsyncOnly(p) => fsync_only::fsync_only(&p).map(Reply::Race),
+        Command::Workload(call) => run_workload(call).map(Reply::Race),
         Command::Dmesg => Ok(Reply::Dmesg {
             text: sys::read_kmsg(),
         }),

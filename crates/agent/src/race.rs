@@ -114,7 +114,7 @@ impl SharedMap {
 
     /// Stores one whole block. The first store to a clean or hole page faults
     /// (ext4_page_mkwrite: with nodelalloc a hole gets its block allocated right there).
-    fn store(&self, lblk: u64, block: &[u8; TAG_BLOCK_SIZE]) {
+    pub fn store(&self, lblk: u64, block: &[u8; TAG_BLOCK_SIZE]) {
         let off = lblk as usize * TAG_BLOCK_SIZE;
         assert!(off + TAG_BLOCK_SIZE <= self.len, "store past the mapping");
         // SAFETY: in bounds (checked above); the mapping is alive while `self` is borrowed.

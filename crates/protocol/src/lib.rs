@@ -57,8 +57,9 @@ pub enum Command {
     MigrateMmap(MigrateMmapParams),
     /// Runs the defrag-mmap race workload.
     DefragMmap(DefragMmapParams),
-    /// Writes and fsyncs tagged files (the fsync-only scenario); replies with a `Race` record.
-    FsyncOnly(FsyncOnlyParams),
+    /// Runs a workload that brings its own parameter type (see [`WorkloadCall`]); replies
+    /// with a `Race` record.
+    Workload(WorkloadCall),
     /// The kernel log so far (`/dev/kmsg` drained without blocking).
     Dmesg,
     /// Crashes the kernel on purpose with sysrq `c`. Used to test KERNEL-ERROR detection.
@@ -77,6 +78,16 @@ impl Command {
             _ => None,
         }
     }
+}
+
+/// A call of a workload registered in the agent by name. Its parameters are the workload's
+/// own type (the agent's `GuestWorkload::Params`), encoded by the host and decoded by the
+/// agent as that same Rust type: both sides name it through the trait, so a new workload adds
+/// no variant here. `params` is only the type's JSON form on the wire, like every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadCall {
+    pub name: String,
+    pub params: serde_json::Value,
 }
 
 /// What the agent sends.

@@ -183,17 +183,6 @@ pub struct DefragMmapParams {
     pub aim: bool,
 }
 
-/// Parameters of one fsync-only boot: `files` files of `file_blocks` tagged blocks, written
-/// with pwrite in a seeded order and fsynced once each.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FsyncOnlyParams {
-    pub dir: String,
-    pub run_id: u64,
-    pub seed: u64,
-    pub files: u32,
-    pub file_blocks: u64,
-}
-
 /// One migration call and its window on CLOCK_MONOTONIC.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrateCall {

@@ -12,7 +12,10 @@ pub enum Exercise {
     Smoke(SmokeExercise),
     MigrateMmap(MigrateExercise),
     DefragMmap(DefragExercise),
-    FsyncOnly(FsyncExercise),
+    /// Any workload that writes files and checks them: what a scenario with no counters of
+    /// its own reports (fsync-only and other scenarios added by name), like the protocol's
+    /// neutral `RaceResult`.
+    Workload(WorkloadExercise),
 }
 
 /// What the host checked after a race, whatever the race.
@@ -35,11 +38,13 @@ pub struct SmokeExercise {
     pub host: HostCheck,
 }
 
-/// Files written and fsynced (fsync-only).
+/// Files written and synced by a workload: the counters every scenario without its own have.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FsyncExercise {
+pub struct WorkloadExercise {
+    /// The scenario's name (`fsync-only`, ...).
+    pub workload: String,
     pub files: usize,
-    /// Of those, the ones whose fsync(2) succeeded (their blocks are acknowledged).
+    /// Of those, the ones whose fsync(2)/msync(2) succeeded (their blocks are acknowledged).
     pub files_synced: usize,
     pub blocks_written: u64,
     #[serde(flatten)]
@@ -86,7 +91,7 @@ impl Exercise {
     /// per file in migrate-mmap).
     pub fn files_label(&self) -> Option<(usize, &'static str)> {
         match self {
-            Exercise::Smoke(_) | Exercise::FsyncOnly(_) => None,
+            Exercise::Smoke(_) | Exercise::Workload(_) => None,
             Exercise::MigrateMmap(e) => Some((e.files, "migrations")),
             Exercise::DefragMmap(e) => Some((e.files, "files")),
         }
@@ -98,7 +103,7 @@ impl Exercise {
             Exercise::Smoke(e) => &e.host,
             Exercise::MigrateMmap(e) => &e.host,
             Exercise::DefragMmap(e) => &e.host,
-            Exercise::FsyncOnly(e) => &e.host,
+            Exercise::Workload(e) => &e.host,
         }
     }
 
@@ -116,7 +121,8 @@ impl Exercise {
                 ("blocks read back ok", e.blocks_read_back_ok.to_string()),
                 ("run id", e.run_id.to_string()),
             ],
-            Exercise::FsyncOnly(e) => vec![
+            Exercise::Workload(e) => vec![
+                ("workload", e.workload.clone()),
                 ("files", e.files.to_string()),
                 ("files synced", e.files_synced.to_string()),
                 ("blocks written", e.blocks_written.to_string()),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use exercise::{
-    DefragExercise, Exercise, FsyncExercise, HostCheck, MigrateExercise, SmokeExercise,
+    DefragExercise, Exercise, HostCheck, MigrateExercise, SmokeExercise, WorkloadExercise,
 };
 pub use oracles::FindingClass;
 

@@ -45,6 +45,26 @@ pub struct DefragMmapArgs {
 impl RaceScenario for DefragMmapArgs {
     const NAME: &'static str = "defrag-mmap";
 
+    fn off_default_argv() -> Vec<String> {
+        let mut v = RaceArgs::off_default_argv("nodelalloc,noauto_da_alloc");
+        v.extend(
+            [
+                "--size-mib",
+                "3",
+                "--move-blocks",
+                "16",
+                "--driver",
+                "e4defrag",
+                "--prealloc=false",
+                "--flush-ms",
+                "7",
+                "--aim=false",
+            ]
+            .map(String::from),
+        );
+        v
+    }
+
     fn own_argv(&self) -> Vec<String> {
         vec![
             "--size-mib".into(),

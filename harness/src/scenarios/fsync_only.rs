@@ -1,13 +1,10 @@
 //! `fsync-only`: write tagged files with pwrite, fsync each once, unmount, and check on the
 //! host that every block is there (content, e2fsck, kernel log). No race: the baseline that
-//! fsync(2) makes data durable, and the worked example of a scenario (this file, the agent's
-//! fsync_only.rs, and one registry line on each side).
+//! fsync(2) makes data durable.
 
-use e4race_protocol::{Command, FsyncOnlyParams, Reply};
+use e4race_agent::fsync_only::{FsyncOnly, FsyncOnlyParams};
 
 use crate::error::RunError;
-use crate::fsck;
-use crate::report::{Exercise, FsyncExercise, HostCheck};
 use crate::scenarios::session::MOUNT_POINT;
 use crate::scenarios::{
     DriveFuture, GuestSession, RunContext, Scenario, ScenarioOutcome, ScenarioPlan, Seeding,
@@ -44,6 +41,12 @@ impl Scenario for FsyncOnlyArgs {
             v.extend(["--seed".into(), s.to_string()]);
         }
         v
+    }
+
+    fn off_default_argv() -> Vec<String> {
+        ["--files", "3", "--blocks", "9", "--seed", "5"]
+            .map(String::from)
+            .to_vec()
     }
 
     fn seeding(&self) -> Seeding {
@@ -83,34 +86,9 @@ async fn drive(
         "writing {} files x {} blocks with pwrite, fsync each",
         params.files, params.file_blocks
     ));
-    let run_id = params.run_id;
-    let reply = session.request(Command::FsyncOnly(params)).await?;
-    let Reply::Race(result) = reply else {
-        return Err(RunError::Other(format!(
-            "unexpected reply to fsync-only: {reply:?}"
-        )));
-    };
+    let result = session.run_workload::<FsyncOnly>(&params).await?;
     ctx.disk.mark("fsynced");
-    let dmesg = session.finish(ctx).await?;
-    ctx.progress
-        .step("checking every fsynced block on the host");
-    let content =
-        crate::oracle_glue::content(&ctx.disk.image, run_id, result.rounds.clone()).await?;
-    let fsck = fsck::run(&ctx.disk.image).await?;
-    let findings =
-        crate::oracle_glue::findings(Some(&content), Some(&fsck), &result.rounds, &dmesg);
-    let files: Vec<_> = result.rounds.iter().flat_map(|r| &r.files).collect();
-    Ok(ScenarioOutcome {
-        findings,
-        exercise: Exercise::FsyncOnly(FsyncExercise {
-            files: files.len(),
-            files_synced: files.iter().filter(|f| f.synced).count(),
-            blocks_written: files.iter().map(|f| f.prefilled.len() as u64).sum(),
-            host: HostCheck {
-                blocks_checked_on_host: content.blocks_checked,
-                lost_blocks: content.lost.len(),
-                e2fsck: fsck::headline(&fsck),
-            },
-        }),
-    })
+    session
+        .finish_and_check(ctx, "fsync-only", params.run_id, result)
+        .await
 }

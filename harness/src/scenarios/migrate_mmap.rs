@@ -35,6 +35,12 @@ pub struct MigrateMmapArgs {
 impl RaceScenario for MigrateMmapArgs {
     const NAME: &'static str = "migrate-mmap";
 
+    fn off_default_argv() -> Vec<String> {
+        let mut v = RaceArgs::off_default_argv("nodelalloc,data=ordered");
+        v.extend(["--size-mib", "3", "--holes", "random", "--driver", "chattr"].map(String::from));
+        v
+    }
+
     fn own_argv(&self) -> Vec<String> {
         vec![
             "--size-mib".into(),

@@ -1,8 +1,10 @@
 //! The scenarios: what runs in the guest, and how the host judges it.
 //!
 //! Each scenario is one file here: a clap `Args` struct (its options) that implements
-//! [`Scenario`], plus one line in the registry (`scenario_registry!` in cli.rs). Everything
-//! else (the plan, the reproduce command, the run directory, the report) is shared.
+//! [`Scenario`], plus its `mod` line and one line in [`scenario_list!`] below. Everything else
+//! (the command line, the plan, the reproduce command, the run directory, the report) is
+//! shared. A scenario whose guest side is new adds a `GuestWorkload` in the agent (its own
+//! file and one line in `guest_workloads!`) and calls it with `GuestSession::run_workload`.
 
 pub mod defrag_mmap;
 pub mod fsync_only;
@@ -25,6 +27,35 @@ use crate::error::RunError;
 use crate::progress::Progress;
 use crate::report::{Exercise, Finding};
 pub use session::GuestSession;
+
+/// The scenario registry: `e4race run NAME` for each entry (the variant's kebab-case name),
+/// with the entry's doc comment as its help. cli.rs expands it into its clap subcommands
+/// (`scenario_list!(scenario_registry)`), so clap stays in cli.rs and this module does not
+/// import it.
+macro_rules! scenario_list {
+    ($registry:ident) => {
+        $registry! {
+            /// Boot, mkfs + mount ext4 on the test disk, write a tagged pattern, fsync, read it back,
+            /// unmount, then `e2fsck -fn` on the host. The foundation every other scenario builds on.
+            Smoke => $crate::scenarios::smoke::SmokeArgs,
+            /// Boot, then crash the kernel on purpose (sysrq c). Checks that a kernel panic ends the run
+            /// as KERNEL-ERROR with the panic line; the expected exit code is 3.
+            PanicSelftest => $crate::scenarios::smoke::PanicSelftestArgs,
+            /// Race online defrag (EXT4_IOC_MOVE_EXT with a fallocated donor, or the real e4defrag)
+            /// against mmap writers that fill holes and overwrite blocks with a new generation, then
+            /// check every block holds the newest acknowledged generation.
+            DefragMmap => $crate::scenarios::defrag_mmap::DefragMmapArgs,
+            /// Race EXT4_IOC_MIGRATE (indirect → extent) against mmap writers that fill holes in the
+            /// same files, then check every acknowledged block on the host (content, e2fsck,
+            /// postconditions, kernel log).
+            MigrateMmap => $crate::scenarios::migrate_mmap::MigrateMmapArgs,
+            /// Write tagged files with pwrite, fsync each once, unmount, and check every block on the
+            /// host: no race, the durability baseline (and the worked example of adding a scenario).
+            FsyncOnly => $crate::scenarios::fsync_only::FsyncOnlyArgs,
+        }
+    };
+}
+pub(crate) use scenario_list;
 
 /// What a scenario hands to the report.
 pub struct ScenarioOutcome {
@@ -78,6 +109,13 @@ pub trait Scenario: ScenarioParams + std::fmt::Debug + Send + Sync {
     fn name(&self) -> &'static str;
     /// Its own options as words of `e4race run NAME`, with the run's seed (if seeded) fixed.
     fn argv(&self, seed: Option<u64>) -> Vec<String>;
+    /// Every one of its own options set off its default, as words of `e4race run NAME`. The
+    /// reproduce round-trip test (cli.rs) checks that each comes back from the reproduce
+    /// command, and that no option is left out of these samples. (Only that test calls it.)
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn off_default_argv() -> Vec<String>
+    where
+        Self: Sized;
     fn seeding(&self) -> Seeding {
         Seeding::Unseeded
     }

@@ -72,6 +72,28 @@ impl RaceArgs {
         }
         v
     }
+
+    /// Every shared option off its default (for [`Scenario::off_default_argv`]), with the
+    /// scenario's own choice of mount options.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn off_default_argv(mount_options: &str) -> Vec<String> {
+        [
+            "--files",
+            "2",
+            "--writers",
+            "2",
+            "--rounds",
+            "5",
+            "--duration",
+            "11",
+            "--seed",
+            "42",
+            "--mount-options",
+            mount_options,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
 }
 
 /// A race scenario: the shared [`RaceArgs`] plus its own options, a race command for the
@@ -81,6 +103,9 @@ pub trait RaceScenario: serde::Serialize + std::fmt::Debug + Send + Sync {
     fn race(&self) -> &RaceArgs;
     /// Its own options (beyond [`RaceArgs`]) as words of the reproduce command.
     fn own_argv(&self) -> Vec<String>;
+    /// See [`Scenario::off_default_argv`]; [`RaceArgs::off_default_argv`] gives the shared half.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn off_default_argv() -> Vec<String>;
     fn disk_mib(&self) -> u64;
     /// The agent's command, and what the progress line calls the remapping call.
     fn workload(&self, seed: u64, run_id: u64) -> (String, Command);
@@ -97,6 +122,10 @@ impl<T: RaceScenario> Scenario for T {
         let mut v = self.race().argv(seed);
         v.extend(self.own_argv());
         v
+    }
+
+    fn off_default_argv() -> Vec<String> {
+        <T as RaceScenario>::off_default_argv()
     }
 
     fn seeding(&self) -> Seeding {

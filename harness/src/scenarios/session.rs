@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
-use e4race_protocol::{Command, Reply};
+use e4race_agent::GuestWorkload;
+use e4race_protocol::{Command, RaceResult, Reply, WorkloadCall};
 
 use crate::error::RunError;
-use crate::scenarios::RunContext;
+use crate::fsck;
+use crate::report::{Exercise, HostCheck, WorkloadExercise};
+use crate::scenarios::{RunContext, ScenarioOutcome};
 use crate::vm::{AgentNote, Vm};
 
 /// The test disk as the guest sees it (the first virtio-blk device).
@@ -41,6 +44,28 @@ impl GuestSession {
         on_note: &mut dyn FnMut(AgentNote<'_>),
     ) -> Result<Reply, RunError> {
         Ok(self.vm.request(command, self.timeout, on_note).await?)
+    }
+
+    /// Runs the agent's workload `W` with its own typed parameters (`Command::Workload`).
+    pub async fn run_workload<W: GuestWorkload>(
+        &mut self,
+        params: &W::Params,
+    ) -> Result<RaceResult, RunError> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| RunError::Other(format!("encoding {}'s parameters: {e}", W::NAME)))?;
+        let reply = self
+            .request(Command::Workload(WorkloadCall {
+                name: W::NAME.into(),
+                params,
+            }))
+            .await?;
+        match reply {
+            Reply::Race(result) => Ok(result),
+            other => Err(RunError::Other(format!(
+                "unexpected reply to workload {}: {other:?}",
+                W::NAME
+            ))),
+        }
     }
 
     /// `mkfs.ext4 -b 4096 MKFS_ARGS` on the test disk, then mounts it with `mount_options`.
@@ -87,5 +112,39 @@ impl GuestSession {
         self.vm.power_off(Duration::from_secs(30)).await?;
         ctx.disk.stop().await?;
         Ok(dmesg)
+    }
+
+    /// The end of a workload that writes tagged files and syncs them: [`Self::finish`], then
+    /// every acknowledged block, e2fsck and the kernel log checked on the host, and the
+    /// neutral [`WorkloadExercise`] counters.
+    pub async fn finish_and_check(
+        self,
+        ctx: &mut RunContext,
+        workload: &str,
+        run_id: u64,
+        result: RaceResult,
+    ) -> Result<ScenarioOutcome, RunError> {
+        let dmesg = self.finish(ctx).await?;
+        ctx.progress.step("checking every synced block on the host");
+        let content =
+            crate::oracle_glue::content(&ctx.disk.image, run_id, result.rounds.clone()).await?;
+        let fsck = fsck::run(&ctx.disk.image).await?;
+        let findings =
+            crate::oracle_glue::findings(Some(&content), Some(&fsck), &result.rounds, &dmesg);
+        let files: Vec<_> = result.rounds.iter().flat_map(|r| &r.files).collect();
+        Ok(ScenarioOutcome {
+            findings,
+            exercise: Exercise::Workload(WorkloadExercise {
+                workload: workload.into(),
+                files: files.len(),
+                files_synced: files.iter().filter(|f| f.synced).count(),
+                blocks_written: files.iter().map(|f| f.prefilled.len() as u64).sum(),
+                host: HostCheck {
+                    blocks_checked_on_host: content.blocks_checked,
+                    lost_blocks: content.lost.len(),
+                    e2fsck: fsck::headline(&fsck),
+                },
+            }),
+        })
     }
 }

@@ -28,6 +28,10 @@ impl Scenario for SmokeArgs {
         vec!["--blocks".into(), self.blocks.to_string()]
     }
 
+    fn off_default_argv() -> Vec<String> {
+        vec!["--blocks".into(), "7".into()]
+    }
+
     fn disk_mib(&self) -> u64 {
         256.max(((self.blocks * 4096) >> 20) * 2 + 64)
     }
@@ -146,6 +150,10 @@ impl Scenario for PanicSelftestArgs {
     }
 
     fn argv(&self, _seed: Option<u64>) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn off_default_argv() -> Vec<String> {
         Vec::new()
     }
 
