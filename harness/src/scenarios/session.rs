@@ -138,7 +138,8 @@ impl GuestSession {
                 workload: workload.into(),
                 files: files.len(),
                 files_synced: files.iter().filter(|f| f.synced).count(),
-                blocks_written: files.iter().map(|f| f.prefilled.len() as u64).sum(),
+                // Every block the file must hold: written with pwrite or stored through a map.
+                blocks_written: files.iter().map(|f| f.acknowledged().count() as u64).sum(),
                 host: HostCheck {
                     blocks_checked_on_host: content.blocks_checked,
                     lost_blocks: content.lost.len(),
