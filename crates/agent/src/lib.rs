@@ -10,6 +10,7 @@ pub mod fsync_only;
 pub mod migrate;
 pub mod race;
 mod sys;
+pub mod tagged;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -165,12 +165,8 @@ fn race_one_file(
         .map_err(|e| io_err(format!("ftruncate {path}"), e))?;
     f.sync_all()
         .map_err(|e| io_err(format!("fsync {path}"), e))?;
-    // Random store order from the seed (Fisher-Yates).
-    let mut state = mix;
-    for i in (1..holes.len()).rev() {
-        state = splitmix(state);
-        holes.swap(i, (state % (i as u64 + 1)) as usize);
-    }
+    // Random store order from the seed.
+    crate::tagged::seeded_shuffle(&mut holes, mix);
     let flags_before = get_flags(&f)? as u32;
 
     let map = SharedMap::new(&f, &path, size)?;

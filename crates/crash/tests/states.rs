@@ -254,25 +254,7 @@ fn wrecked_metadata_is_an_e2fsck_finding_and_the_working_image_is_left_as_the_lo
 
 /// Runs a debugfs script on `img` (writable); returns its stdout.
 fn debugfs(img: &Path, script: &str) -> String {
-    use std::io::Write;
-    let bin = host_tools::find_host_tool("debugfs").expect("e2fsprogs' debugfs");
-    let mut child = Command::new(bin)
-        .args(["-w", "-f", "-"])
-        .arg(img)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    testkit::debugfs_script(img, script)
 }
 
 #[test]

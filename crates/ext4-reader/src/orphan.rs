@@ -116,37 +116,18 @@ impl Ext4Image {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn tool(name: &str) -> Option<std::path::PathBuf> {
-        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-            .iter()
-            .map(|d| std::path::Path::new(d).join(name))
-            .find(|p| p.is_file())
-    }
 
     /// A file `a` with data, and inode `b` turned into the state the mutant leaves: a copy of
     /// a's inode (same extent tree), link count 0, at the head of the orphan list.
     #[test]
     fn an_orphan_sharing_a_live_files_blocks_is_reported() {
-        let (Some(mkfs), Some(debugfs)) = (tool("mkfs.ext4"), tool("debugfs")) else {
-            panic!("e2fsprogs (mkfs.ext4, debugfs) is needed: apt-get install e2fsprogs");
-        };
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("d");
         std::fs::create_dir(&src).unwrap();
         std::fs::write(src.join("a"), vec![7u8; 40960]).unwrap();
         std::fs::write(src.join("b"), b"x").unwrap();
         let img = dir.path().join("img");
-        let ok = Command::new(&mkfs)
-            .args(["-q", "-F", "-b", "4096", "-d"])
-            .arg(&src)
-            .arg(&img)
-            .arg("32M")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        testkit::mkfs(&img, &src, &[], "32M");
         let fs = Ext4Image::open(&img).unwrap();
         assert!(fs.orphans().unwrap().is_empty());
         assert!(fs.orphan_frees_owned().unwrap().is_empty());
@@ -156,22 +137,7 @@ mod tests {
         let script = format!(
             "unlink /b\ncopy_inode <{a}> <{b}>\nsif <{b}> links_count 0\nssv last_orphan {b}\n"
         );
-        let mut child = Command::new(&debugfs)
-            .args(["-w", "-f", "-"])
-            .arg(&img)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        testkit::debugfs_script(&img, &script);
         let fs = Ext4Image::open(&img).unwrap();
         let orphans = fs.orphans().unwrap();
         assert_eq!(orphans.len(), 1, "{orphans:?}");

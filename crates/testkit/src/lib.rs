@@ -71,6 +71,28 @@ pub fn debugfs(img: &Path, write: bool, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `debugfs -w -f - IMG` fed `script` (one command a line) on stdin; its standard output.
+pub fn debugfs_script(img: &Path, script: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(e2fsprogs_tool("debugfs"))
+        .args(["-w", "-f", "-"])
+        .arg(img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run debugfs");
+    child
+        .stdin
+        .take()
+        .expect("debugfs's stdin")
+        .write_all(script.as_bytes())
+        .expect("feed debugfs");
+    let out = child.wait_with_output().expect("wait for debugfs");
+    assert!(out.status.success(), "debugfs -f {script:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

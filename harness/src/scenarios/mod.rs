@@ -12,6 +12,7 @@ pub mod migrate_mmap;
 mod race;
 pub mod session;
 pub mod smoke;
+pub mod tagged_files;
 
 use std::future::Future;
 use std::path::PathBuf;
