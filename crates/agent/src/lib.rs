@@ -8,6 +8,7 @@
 pub mod defrag;
 pub mod fsync_only;
 pub mod migrate;
+pub mod msync_only;
 pub mod race;
 mod sys;
 pub mod tagged;
@@ -67,6 +68,7 @@ macro_rules! guest_workloads {
 
 guest_workloads! {
     fsync_only::FsyncOnly,
+    msync_only::MsyncOnly,
 }
 
 pub(crate) fn err(step: impl Into<String>, e: impl std::fmt::Display) -> AgentError {

@@ -9,6 +9,7 @@
 pub mod defrag_mmap;
 pub mod fsync_only;
 pub mod migrate_mmap;
+pub mod msync_only;
 mod race;
 pub mod session;
 pub mod smoke;
@@ -53,6 +54,9 @@ macro_rules! scenario_list {
             /// Write tagged files with pwrite, fsync each once, unmount, and check every block on the
             /// host: no race, the durability baseline (and the worked example of adding a scenario).
             FsyncOnly => $crate::scenarios::fsync_only::FsyncOnlyArgs,
+            /// Store tagged blocks into sparse files through a shared mapping, msync + fsync,
+            /// unmount, and check every block on the host: no race, the mmap durability baseline.
+            MsyncOnly => $crate::scenarios::msync_only::MsyncOnlyArgs,
         }
     };
 }
