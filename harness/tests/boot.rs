@@ -190,28 +190,47 @@ fn vm_smoke_boots_an_extracted_package_given_by_path() {
     );
 }
 
-/// fsync-only, the worked example of a scenario: every fsynced block is on the final image.
-/// Invariant (any seed): each file's fsync(2) returned 0, so all files × blocks tagged
-/// blocks are acknowledged, the host checks each one and none is lost.
-#[test]
-fn vm_fsync_only_finds_every_fsynced_block() {
+/// Runs a tagged-file baseline (`files` files of `blocks` blocks) and checks that it passes
+/// with every block acknowledged and found on the host.
+fn tagged_files_pass(scenario: &str, extra: &[&str], files: usize, blocks: u64) {
     let _l = vm_lock();
     let runs = tempfile::tempdir().unwrap();
-    let o = e4race(
-        &["run", "fsync-only", "--files", "3", "--blocks", "100"],
-        runs.path(),
-    );
+    let (f, b) = (files.to_string(), blocks.to_string());
+    let mut args = vec!["run", scenario, "--files", &f, "--blocks", &b];
+    args.extend(extra);
+    let o = e4race(&args, runs.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let r = report(&run_dir(runs.path()));
     assert_eq!(r.verdict, Verdict::Pass);
     let Some(e4race_report::Exercise::Workload(ex)) = &r.exercise else {
         panic!("not a workload exercise: {:?}", r.exercise);
     };
-    assert_eq!(ex.workload, "fsync-only");
-    assert_eq!((ex.files, ex.files_synced, ex.blocks_written), (3, 3, 300));
-    assert_eq!(ex.host.blocks_checked_on_host, 300);
+    let all = files as u64 * blocks;
+    assert_eq!(ex.workload, scenario);
+    assert_eq!(
+        (ex.files, ex.files_synced, ex.blocks_written),
+        (files, files, all)
+    );
+    assert_eq!(ex.host.blocks_checked_on_host, all);
     assert_eq!(ex.host.lost_blocks, 0);
     assert_eq!(ex.host.e2fsck, "clean");
     // The reproduce command fixes the seed that was drawn.
     assert!(r.reproduce.contains("--seed "), "{}", r.reproduce);
+}
+
+/// fsync-only: every fsynced block is on the final image.
+/// Invariant (any seed): each file's fsync(2) returned 0, so all files × blocks tagged
+/// blocks are acknowledged, the host checks each one and none is lost.
+#[test]
+fn vm_fsync_only_finds_every_fsynced_block() {
+    tagged_files_pass("fsync-only", &[], 3, 100);
+}
+
+/// msync-only, the worked example of adding a scenario: every block stored through a shared
+/// mapping into a hole is on the final image once msync(MS_SYNC) and fsync returned 0.
+/// Invariant (any seed, any store order): both calls succeed on a healthy disk, so every
+/// store is acknowledged, the host checks each one and none is lost.
+#[test]
+fn vm_msync_only_finds_every_msynced_block() {
+    tagged_files_pass("msync-only", &["--mount-options", "nodelalloc"], 2, 150);
 }
