@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crash::{CrashOptions, CrashReport, Durability, StateKind};
+use crash::{CrashOptions, CrashReport, StateKind};
 
 /// Exit codes of `e4race crash`.
 pub mod exit {
@@ -15,55 +15,6 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// A tool or the image failed (nothing was judged).
     pub const ERROR: i32 = 4;
-}
-
-/// What `e4race crash` and `run --crash-states` need from a run directory.
-pub struct CrashInput {
-    pub log: std::path::PathBuf,
-    pub disk_size: u64,
-    pub durability: Durability,
-}
-
-/// Reads writes.log's place, the disk size (plan.json) and the workload record of `dir`.
-pub fn input(dir: &Path) -> Result<CrashInput, String> {
-    let log = dir.join("writes.log");
-    if !log.exists() {
-        return Err(format!(
-            "{} has no writes.log: crash states need a run with the blkrec disk backend and --log-data",
-            dir.display()
-        ));
-    }
-    #[derive(serde::Deserialize)]
-    struct Plan {
-        disk_mib: u64,
-        run_id: Option<u64>,
-    }
-    let plan_path = dir.join("plan.json");
-    let plan: Plan = std::fs::read_to_string(&plan_path)
-        .map_err(|e| format!("cannot read {}: {e}", plan_path.display()))
-        .and_then(|s| {
-            serde_json::from_str(&s)
-                .map_err(|e| format!("{} is not a plan: {e}", plan_path.display()))
-        })?;
-    let workload_path = dir.join("workload.json");
-    let rounds = match std::fs::read_to_string(&workload_path) {
-        Ok(s) => {
-            serde_json::from_str::<e4race_protocol::RaceResult>(&s)
-                .map_err(|e| format!("{} is not a workload record: {e}", workload_path.display()))?
-                .rounds
-        }
-        // No record (a scenario without one): e2fsck and journal replay still judge.
-        Err(_) => Vec::new(),
-    };
-    Ok(CrashInput {
-        log,
-        disk_size: plan.disk_mib << 20,
-        durability: Durability {
-            run_id: plan.run_id.unwrap_or(0),
-            rounds,
-            done_at: Default::default(),
-        },
-    })
 }
 
 /// Where the working image goes: /dev/shm (memory) when it has room for it twice over, so
@@ -92,7 +43,7 @@ pub fn check(
     seed: u64,
     max_states: usize,
 ) -> Result<CrashReport, crash::Error> {
-    let input = input(dir).map_err(crash::Error::Log)?;
+    let input = crash::RunInput::from_run_dir(dir)?;
     let opts = CrashOptions {
         reorder,
         seed,

@@ -10,6 +10,7 @@
 //! a fill pass writes the pattern over the whole device, then the workloads run and the
 //! whole device is read back through the socket (no host-side image check, no log size).
 
+pub mod crash;
 pub mod pattern;
 pub mod peer;
 pub mod report;

@@ -44,9 +44,18 @@ use std::time::Duration;
 ///
 /// Prints a Markdown table on stdout (progress on stderr). Exit 0: all correct; 1: a
 /// correctness failure or a peer failed; 2: setup or usage error.
+///
+/// `e4race-bench crash RUN_DIR` measures crash-state checking instead (see its --help).
 #[derive(Debug, Parser)]
-#[command(name = "e4race-bench", version, verbatim_doc_comment)]
+#[command(
+    name = "e4race-bench",
+    version,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Image size in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     size_mib: u64,
@@ -121,6 +130,67 @@ struct Args {
     socket_name: String,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Crash states per second on a run's write log: e4race's working image (the log applied
+    /// once to one image, each state's journal replay taken back with e2undo) against the
+    /// copy-per-state baseline (a sparse copy of the image at every flush, then the same
+    /// journal replay, e2fsck -fn and durability check, as fstests' `replay-log --check flush
+    /// --fsck` does). After-flush states only (the baseline has no reordering). RUN_DIR is a
+    /// run recorded with --log-data or --crash-states. Exit 0: both gave the same verdict in
+    /// every round; 1: they disagree; 2: setup or usage error.
+    #[command(verbatim_doc_comment)]
+    Crash {
+        /// The run directory (writes.log with data, plan.json, workload.json).
+        run_dir: PathBuf,
+        /// Passes of each method (alternating which goes first); medians are reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+        rounds: u32,
+        /// Where the images go [default: /dev/shm when it has room, else RUN_DIR].
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Also write every number as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+}
+
+fn crash_mode(
+    run_dir: PathBuf,
+    rounds: u32,
+    work_dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> ExitCode {
+    let cfg = e4race_bench::crash::CrashBenchConfig {
+        run_dir,
+        rounds,
+        work_dir,
+    };
+    let report = match e4race_bench::crash::run_crash_bench(&cfg, &mut |l| eprintln!("{l}")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("e4race-bench crash: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.markdown());
+    if let Some(path) = &json {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|j| std::fs::write(path, j + "\n"));
+        if let Err(e) = written {
+            eprintln!("e4race-bench: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.verdicts_agree {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("e4race-bench crash: the two methods disagree on a verdict, see the table");
+        ExitCode::FAILURE
+    }
+}
+
 /// `e4race-bench __blkrec …`: blkrec's serve loop (same library call as the `blkrec`
 /// binary), so the bench needs no separately built binary.
 #[derive(Debug, Parser)]
@@ -163,6 +233,15 @@ fn main() -> ExitCode {
         return builtin_blkrec();
     }
     let a = Args::parse();
+    if let Some(Mode::Crash {
+        run_dir,
+        rounds,
+        work_dir,
+        json,
+    }) = a.mode
+    {
+        return crash_mode(run_dir, rounds, work_dir, json);
+    }
     let usage = |msg: String| {
         eprintln!("e4race-bench: {msg}");
         ExitCode::from(2)

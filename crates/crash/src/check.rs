@@ -180,18 +180,34 @@ impl Checker {
     /// Checks the state in `image` as of log seq `point` (records below it applied, or
     /// dropped by the caller), and leaves `image` as it found it.
     pub fn check(&self, image: &Path, point: u64, d: &Durability) -> Result<StateFindings> {
+        self.check_state(image, point, d, true)
+    }
+
+    /// [`Self::check`] on a copy that is thrown away after: the journal replay is not taken
+    /// back (the copy-per-state baseline of the bench, as fstests' `replay-log --fsck` works).
+    pub fn check_copy(&self, copy: &Path, point: u64, d: &Durability) -> Result<StateFindings> {
+        self.check_state(copy, point, d, false)
+    }
+
+    fn check_state(
+        &self,
+        image: &Path,
+        point: u64,
+        d: &Durability,
+        undo: bool,
+    ) -> Result<StateFindings> {
         let mut out = StateFindings::default();
         let _ = std::fs::remove_file(&self.undo);
         let replay = if needs_recovery(image)? {
             // The mount's recovery: jbd2 replays the committed transactions
             // (fs/jbd2/recovery.c jbd2_journal_recover). `-E journal_only` does that and
             // nothing else; `-z` keeps the blocks it overwrites so that e2undo can take it back.
-            self.run(
-                Command::new(&self.e2fsck)
-                    .args(["-E", "journal_only", "-y", "-z"])
-                    .arg(&self.undo)
-                    .arg(image),
-            )?
+            let mut cmd = Command::new(&self.e2fsck);
+            cmd.args(["-E", "journal_only", "-y"]);
+            if undo {
+                cmd.arg("-z").arg(&self.undo);
+            }
+            self.run(cmd.arg(image))?
         } else {
             (0, String::new())
         };

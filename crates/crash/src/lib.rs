@@ -16,8 +16,10 @@
 //! holds its acknowledged tag; blocks of a round in flight hold old or new data of their own
 //! block (or a torn mix of both), never another block's tag or foreign bytes. See [`check`].
 
+mod baseline;
 mod check;
 mod image;
+mod input;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,8 +29,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use writelog::{Kind, LogReader};
 
+pub use baseline::check_log_copying;
 pub use check::{Checker, Durability, StateFindings};
 pub use image::WorkingImage;
+pub use input::RunInput;
 
 /// Errors; each says what to do.
 #[derive(Debug, thiserror::Error)]
