@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use e4race_guest_image::KernelSpec;
 
 use crate::config::{
-    self, ConfigError, CrashConfig, Ext4Module, ImagePolicy, KnownIssuesSource, Output, RunConfig,
+    self, ConfigError, CrashConfig, Ext4Module, ImagePolicy, KillAt, KnownIssuesSource, Output,
+    RunConfig,
 };
 use crate::scenarios::{self, Scenario, ScenarioPlan};
 
@@ -228,6 +229,13 @@ pub struct CommonArgs {
     /// flushed lost (a volatile write cache may drop any of them).
     #[arg(long, default_value_t = 0, requires = "crash_states")]
     pub reorder: u32,
+    /// Kill QEMU (SIGKILL: a real power cut) at `mark:NAME` (when the host logs that mark:
+    /// mounted, workload-start, round-N-done, workload-done), `after:SECONDS` after the file
+    /// system is made and mounted, or `random` (1-15 s after; the reproduce command fixes the
+    /// point drawn). The disk as the device left it is then checked as a crash state: journal
+    /// replay, e2fsck -fn, and every block of a round whose done mark was logged still there.
+    #[arg(long, value_name = "mark:NAME|after:SECONDS|random", value_parser = KillAt::parse)]
+    pub kill_at: Option<KillAt>,
     /// Cap writes.log at this many bytes. Once it is reached, blkrec fails every further guest
     /// write and the run ends in INFRA-ERROR saying so (a guard for small CI disks; --log-data
     /// logs every byte the guest writes).
@@ -334,6 +342,9 @@ impl TryFrom<CommonArgs> for RunConfig {
         if a.crash_states && a.disk_backend != DiskBackend::Blkrec {
             return Err(ConfigError::CrashStatesNeedBlkrec);
         }
+        if a.kill_at.is_some() && a.disk_backend != DiskBackend::Blkrec {
+            return Err(ConfigError::KillAtNeedsBlkrec);
+        }
         Ok(RunConfig {
             known_issues,
             known,
@@ -344,6 +355,7 @@ impl TryFrom<CommonArgs> for RunConfig {
             disk_backend: a.disk_backend,
             log_data: a.log_data,
             crash: a.crash_states.then_some(CrashConfig { reorder: a.reorder }),
+            kill_at: a.kill_at,
             max_log_bytes: a.max_log_bytes,
             ext4,
             runs_dir: a.runs_dir,
@@ -487,6 +499,8 @@ mod tests {
             "--crash-states",
             "--reorder",
             "3",
+            "--kill-at",
+            "mark:round-1-done",
         ]);
         // The scenario's own options, off their defaults (`Scenario::off_default_argv`).
         let own = ScenarioCmd::OFF_DEFAULT_ARGVS

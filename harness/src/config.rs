@@ -102,6 +102,56 @@ pub struct CrashConfig {
     pub reorder: u32,
 }
 
+/// `--kill-at`: when the run SIGKILLs QEMU, a real power cut of the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillAt {
+    /// When the host logs this mark (`mounted`, `workload-start`, `round-N-done`, ...).
+    Mark(String),
+    /// This many milliseconds after the `mounted` mark.
+    AfterMs(u64),
+}
+
+impl KillAt {
+    /// The earliest and latest kill point `random` draws (after the `mounted` mark).
+    pub const RANDOM_MS: std::ops::RangeInclusive<u64> = 1_000..=15_000;
+
+    /// `mark:NAME`, `after:SECONDS`, or `random` (a point drawn now from RANDOM_MS; the
+    /// reproduce command then gives it as `after:SECONDS`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?}: give mark:NAME (e.g. mark:round-1-done), after:SECONDS (after the mkfs + mount) or random")
+        };
+        match s.split_once(':') {
+            None if s == "random" => {
+                let (lo, hi) = (*Self::RANDOM_MS.start(), *Self::RANDOM_MS.end());
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                let r = e4race_protocol::splitmix(nanos ^ u64::from(std::process::id()));
+                Ok(KillAt::AfterMs(lo + r % (hi - lo + 1)))
+            }
+            Some(("mark", name)) if !name.is_empty() => Ok(KillAt::Mark(name.into())),
+            Some(("after", secs)) => match secs.trim_end_matches('s').parse::<f64>() {
+                Ok(v) if (0.0..86_400.0).contains(&v) => {
+                    Ok(KillAt::AfterMs((v * 1000.0).round() as u64))
+                }
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for KillAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillAt::Mark(m) => write!(f, "mark:{m}"),
+            KillAt::AfterMs(ms) => write!(f, "after:{}.{:03}", ms / 1000, ms % 1000),
+        }
+    }
+}
+
 /// A run's validated options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
@@ -111,6 +161,8 @@ pub struct RunConfig {
     pub log_data: bool,
     /// `--crash-states`.
     pub crash: Option<CrashConfig>,
+    /// `--kill-at`.
+    pub kill_at: Option<KillAt>,
     pub max_log_bytes: Option<u64>,
     pub ext4: Ext4Module,
     pub runs_dir: PathBuf,
@@ -148,6 +200,8 @@ pub enum ConfigError {
         "--crash-states needs the write log of --disk-backend blkrec (drop --disk-backend qemu)"
     )]
     CrashStatesNeedBlkrec,
+    #[error("--kill-at needs the write log of --disk-backend blkrec (drop --disk-backend qemu)")]
+    KillAtNeedsBlkrec,
     #[error("--mutant {name}: {source}{hint}")]
     Mutant {
         name: String,
@@ -213,6 +267,9 @@ impl RunConfig {
             if c.reorder > 0 {
                 v.extend(["--reorder".into(), c.reorder.to_string()]);
             }
+        }
+        if let Some(k) = &self.kill_at {
+            v.extend(["--kill-at".into(), k.to_string()]);
         }
         if let Some(b) = self.max_log_bytes {
             v.extend(["--max-log-bytes".into(), b.to_string()]);
@@ -323,4 +380,37 @@ pub fn resolve_mutant(
         mutants_dir,
         patch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KillAt;
+
+    #[test]
+    fn kill_points_parse_print_and_parse_back() {
+        for s in ["mark:round-1-done", "after:3.000", "after:0.250"] {
+            let k = KillAt::parse(s).unwrap();
+            assert_eq!(k.to_string(), s);
+            assert_eq!(KillAt::parse(&k.to_string()).unwrap(), k);
+        }
+        assert_eq!(KillAt::parse("after:2").unwrap(), KillAt::AfterMs(2000));
+        assert_eq!(KillAt::parse("after:1.5s").unwrap(), KillAt::AfterMs(1500));
+        // random is a fixed point within the range, given back as after:SECONDS.
+        let KillAt::AfterMs(ms) = KillAt::parse("random").unwrap() else {
+            panic!("random is a delay");
+        };
+        assert!(KillAt::RANDOM_MS.contains(&ms));
+        for bad in [
+            "",
+            "mark:",
+            "after:-1",
+            "after:x",
+            "after:nan",
+            "soon",
+            "seq:5",
+        ] {
+            let e = KillAt::parse(bad).unwrap_err();
+            assert!(e.contains("mark:NAME"), "{bad}: {e}");
+        }
+    }
 }

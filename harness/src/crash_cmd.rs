@@ -20,7 +20,7 @@ pub mod exit {
 /// Where the working image goes: /dev/shm (memory) when it has room for it twice over, so
 /// that applying the log and the tools' reads do not go through the host file system's
 /// block allocation; otherwise the run directory.
-fn work_dir(run_dir: &Path, disk_size: u64) -> std::path::PathBuf {
+pub(crate) fn work_dir(run_dir: &Path, disk_size: u64) -> std::path::PathBuf {
     let shm = Path::new("/dev/shm");
     let room = nix::sys::statvfs::statvfs(shm)
         .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))

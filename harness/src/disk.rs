@@ -53,6 +53,8 @@ pub struct TestDisk {
     recorder: Option<Recorder>,
     /// Failed guest requests of the recorders already stopped (a retried boot has two).
     request_errors: blkrec::RequestErrorCounts,
+    /// Every mark, as it is logged (what `--kill-at mark:NAME` waits for).
+    marks: tokio::sync::broadcast::Sender<String>,
 }
 
 impl TestDisk {
@@ -81,6 +83,7 @@ impl TestDisk {
             socket,
             recorder: None,
             request_errors: Default::default(),
+            marks: tokio::sync::broadcast::channel(64).0,
         })
     }
 
@@ -140,6 +143,12 @@ impl TestDisk {
         if let Some(r) = &self.recorder {
             let _ = r.log.mark(name);
         }
+        let _ = self.marks.send(name.to_string());
+    }
+
+    /// The marks from now on.
+    pub fn subscribe_marks(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.marks.subscribe()
     }
 
     /// A host-side failure behind guest I/O errors so far, if any (see [`host_fault`]).

@@ -2,16 +2,16 @@
 //! host-side oracles, report. Every path ends in a report in the run directory.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use e4race_guest_image::{self as image, ImageRequest, KernelSpec};
 
 use crate::accel::{self, AccelChoice};
-use crate::config::RunConfig;
+use crate::config::{KillAt, RunConfig};
 use crate::disk::TestDisk;
 use crate::error::{agent_binary, RunError};
 use crate::progress::Progress;
-use crate::report::{Report, Verdict};
+use crate::report::{Exercise, Finding, HostCheck, PowerCutExercise, Report, Verdict};
 use crate::scenarios::{self, RunContext, ScenarioOutcome, ScenarioPlan};
 use crate::vm::{self, SocketDir, Vm, VmConfig, VmError};
 
@@ -363,9 +363,39 @@ async fn execute_inner(
         progress: progress.clone(),
         disk,
         command_timeout: config.command_timeout,
+        rounds_done: Vec::new(),
     };
+    let qemu_pid = vm.pid();
     let session = scenarios::GuestSession::new(vm, &ctx);
-    let outcome = match scenarios::drive(plan, session, &mut ctx).await {
+    let driven = match &config.kill_at {
+        None => scenarios::drive(plan, session, &mut ctx).await,
+        Some(kill_at) => {
+            let marks = ctx.disk.subscribe_marks();
+            let killed = tokio::select! {
+                r = scenarios::drive(plan, session, &mut ctx) => Err(r),
+                () = kill_point(kill_at, marks) => {
+                    // SIGKILL, not a shutdown: nothing in the guest gets to write back.
+                    if let Some(pid) = qemu_pid.and_then(|p| i32::try_from(p).ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    Ok(())
+                }
+            };
+            match killed {
+                Ok(()) => return power_cut(plan, kill_at, dir, progress, report, &mut ctx).await,
+                Err(r) => {
+                    progress.step(&format!(
+                        "--kill-at {kill_at}: the run ended before the kill point; judged as a normal run"
+                    ));
+                    r
+                }
+            }
+        }
+    };
+    let outcome = match driven {
         Ok(o) => o,
         // A guest that failed because the host failed its I/O: say so, not what it tripped on.
         Err(e) => {
@@ -377,6 +407,110 @@ async fn execute_inner(
     report.request_errors = ctx.disk.request_errors().by_kind;
     stopped?;
     Ok(outcome)
+}
+
+/// Waits for `kill_at`'s point: its mark, or its delay after the `mounted` mark.
+async fn kill_point(kill_at: &KillAt, mut marks: tokio::sync::broadcast::Receiver<String>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let want = match kill_at {
+        KillAt::Mark(m) => m.as_str(),
+        KillAt::AfterMs(_) => "mounted",
+    };
+    loop {
+        match marks.recv().await {
+            Ok(m) if m == want => break,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+    if let KillAt::AfterMs(ms) = kill_at {
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+    }
+}
+
+/// After `--kill-at` killed QEMU: the recorder is stopped (the log ends where the device
+/// did), the finished rounds' records are saved as workload.json, and disk.img is checked
+/// as the disk after a power cut (crash::check_power_cut).
+async fn power_cut(
+    plan: &ScenarioPlan,
+    kill_at: &KillAt,
+    dir: &Path,
+    progress: &Progress,
+    report: &mut Report,
+    ctx: &mut RunContext,
+) -> Result<ScenarioOutcome, RunError> {
+    progress.step(&format!(
+        "QEMU killed at {kill_at} ({} round(s) done): checking the disk as after a power cut",
+        ctx.rounds_done.len()
+    ));
+    let stopped = ctx.disk.stop().await;
+    report.request_errors = ctx.disk.request_errors().by_kind;
+    stopped?;
+    let record = e4race_protocol::RaceResult {
+        rounds: std::mem::take(&mut ctx.rounds_done),
+    };
+    std::fs::write(
+        dir.join("workload.json"),
+        serde_json::to_string(&record).unwrap_or_default(),
+    )
+    .map_err(|e| crate::disk::full_or(e, &dir.join("workload.json")))?;
+    let (d, size) = (dir.to_path_buf(), plan.disk_mib << 20);
+    let pc = tokio::task::spawn_blocking(move || {
+        let work = crate::crash_cmd::work_dir(&d, size);
+        let r = crash::check_power_cut(&d, &work);
+        if work != d {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        r
+    })
+    .await
+    .map_err(|e| RunError::Other(format!("power-cut check task: {e}")))?
+    .map_err(|e| RunError::Other(format!("checking the disk after the kill: {e}")))?;
+    let f = &pc.findings;
+    progress.step(&if f.is_clean() {
+        format!(
+            "after the power cut: journal replayed, e2fsck clean, all {} durable blocks there",
+            pc.durable_blocks
+        )
+    } else {
+        format!("after the power cut: {}", f.summary())
+    });
+    // What the guest itself reported of its finished rounds (postconditions), and the
+    // kernel's console up to the kill, are judged as in any run.
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+    let mut findings = crate::oracle_glue::findings(None, None, &record.rounds, &console);
+    if !f.is_clean() {
+        findings.push(Finding::new(oracles::Finding::CrashState(
+            oracles::CrashStateFinding {
+                seq: pc.last_seq,
+                state: "power-cut".into(),
+                dropped_writes: 0,
+                mark_before: pc.last_mark.clone(),
+                problem: f.problem(),
+                detail: f.summary(),
+                states: 1,
+                replay: format!("e4race replay {} --to end --out crash.img", dir.display()),
+            },
+        )));
+    }
+    Ok(ScenarioOutcome {
+        findings,
+        exercise: Exercise::PowerCut(PowerCutExercise {
+            killed_scenario: plan.name.clone(),
+            kill_at: kill_at.to_string(),
+            last_mark: pc.last_mark.clone(),
+            rounds_done: pc.rounds_done,
+            host: HostCheck {
+                blocks_checked_on_host: pc.durable_blocks as u64,
+                lost_blocks: f.lost.len(),
+                e2fsck: if f.fsck.is_empty() {
+                    "clean".into()
+                } else {
+                    format!("{} finding(s)", f.fsck.len())
+                },
+            },
+        }),
+    })
 }
 
 /// Moves the KVM probe's console and QEMU stderr (written next to its socket) into the run

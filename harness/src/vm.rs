@@ -67,8 +67,8 @@ pub struct VmConfig {
 pub enum AgentNote<'a> {
     /// A progress line.
     Progress(&'a str),
-    /// A race workload finished round N (0-based).
-    RoundDone(u32),
+    /// A race workload finished round N (0-based), with its record when the agent sent it.
+    RoundDone(u32, Option<&'a e4race_protocol::RoundRecord>),
 }
 
 /// `sun_path`'s size on Linux: a unix socket path must be shorter than this (it ends in a NUL).
@@ -528,7 +528,9 @@ impl Vm {
             };
             match msg {
                 AgentMessage::Progress { text, .. } => on_note(AgentNote::Progress(&text)),
-                AgentMessage::RoundDone { round, .. } => on_note(AgentNote::RoundDone(round)),
+                AgentMessage::RoundDone { round, record, .. } => {
+                    on_note(AgentNote::RoundDone(round, record.as_ref()))
+                }
                 AgentMessage::Reply { id: rid, result } if rid == id => {
                     return result.map_err(VmError::Agent);
                 }
@@ -543,6 +545,11 @@ impl Vm {
     }
 
     /// Asks the guest to power off and waits for QEMU to exit; kills it after `timeout`.
+    /// QEMU's process id (None once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub async fn power_off(mut self, timeout: Duration) -> Result<(), VmError> {
         let req = Request {
             id: self.next_id,

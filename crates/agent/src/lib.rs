@@ -192,7 +192,11 @@ impl Channel {
     pub(crate) fn note(&mut self, id: u64, note: race::Note) {
         let _ = self.send(&match note {
             race::Note::Line(text) => AgentMessage::Progress { id, text },
-            race::Note::RoundDone(round) => AgentMessage::RoundDone { id, round },
+            race::Note::RoundDone(record) => AgentMessage::RoundDone {
+                id,
+                round: record.round,
+                record: Some(record.clone()),
+            },
         });
     }
 }

@@ -52,9 +52,10 @@ pub fn rounds(
                 .collect()
         });
         let files = results.into_iter().collect::<AResult<Vec<_>>>()?;
-        progress(Note::RoundDone(round));
-        progress(Note::Line(summary(round, &files)));
-        out.push(RoundRecord { round, files });
+        let record = RoundRecord { round, files };
+        progress(Note::RoundDone(&record));
+        progress(Note::Line(summary(round, &record.files)));
+        out.push(record);
     }
     Ok(RaceResult { rounds: out })
 }
@@ -71,11 +72,11 @@ pub fn create(path: &str) -> AResult<File> {
 }
 
 /// What a workload tells the host while it runs.
-pub enum Note {
+pub enum Note<'a> {
     /// A progress line.
     Line(String),
-    /// Round `n` (0-based, as in [`RoundRecord::round`]) is over: every store of it returned.
-    RoundDone(u32),
+    /// A round is over (every store of it returned): its record.
+    RoundDone(&'a RoundRecord),
 }
 
 /// A MAP_SHARED read-write mapping of a whole file, stored into by several writer threads.

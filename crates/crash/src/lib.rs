@@ -20,6 +20,7 @@ mod baseline;
 mod check;
 mod image;
 mod input;
+mod power_cut;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +34,7 @@ pub use baseline::check_log_copying;
 pub use check::{Checker, Durability, StateFindings};
 pub use image::WorkingImage;
 pub use input::RunInput;
+pub use power_cut::{check_power_cut, PowerCut};
 
 /// Errors; each says what to do.
 #[derive(Debug, thiserror::Error)]

@@ -105,8 +105,15 @@ pub enum AgentMessage {
     /// A line of progress for a long request.
     Progress { id: u64, text: String },
     /// A race workload finished round `round` (1-based): the host marks the write log here,
-    /// ordered with the round's writes.
-    RoundDone { id: u64, round: u32 },
+    /// ordered with the round's writes. `record` is the round's record as the final reply
+    /// will hold it, so that a host that kills the guest later (`--kill-at`) still knows
+    /// which blocks the finished rounds made durable.
+    RoundDone {
+        id: u64,
+        round: u32,
+        #[serde(default)]
+        record: Option<RoundRecord>,
+    },
     /// The one reply to request `id`.
     Reply {
         id: u64,

@@ -16,6 +16,23 @@ pub enum Exercise {
     /// its own reports (fsync-only and other scenarios added by name), like the protocol's
     /// neutral `RaceResult`.
     Workload(WorkloadExercise),
+    /// A run killed on purpose (`--kill-at`): the final disk checked as after a power cut.
+    PowerCut(PowerCutExercise),
+}
+
+/// Where a `--kill-at` run was killed, and what the power-cut check of its disk required.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerCutExercise {
+    /// The scenario that was running (`scenario` is the exercise's own tag).
+    pub killed_scenario: String,
+    /// The kill point as given (`mark:NAME`, `after:SECONDS`).
+    pub kill_at: String,
+    /// The last mark in the write log before the kill.
+    pub last_mark: Option<String>,
+    /// Rounds whose done mark was logged before the kill: their blocks had to survive.
+    pub rounds_done: usize,
+    #[serde(flatten)]
+    pub host: HostCheck,
 }
 
 /// What the host checked after a race, whatever the race.
@@ -91,7 +108,7 @@ impl Exercise {
     /// per file in migrate-mmap).
     pub fn files_label(&self) -> Option<(usize, &'static str)> {
         match self {
-            Exercise::Smoke(_) | Exercise::Workload(_) => None,
+            Exercise::Smoke(_) | Exercise::Workload(_) | Exercise::PowerCut(_) => None,
             Exercise::MigrateMmap(e) => Some((e.files, "migrations")),
             Exercise::DefragMmap(e) => Some((e.files, "files")),
         }
@@ -104,6 +121,7 @@ impl Exercise {
             Exercise::MigrateMmap(e) => &e.host,
             Exercise::DefragMmap(e) => &e.host,
             Exercise::Workload(e) => &e.host,
+            Exercise::PowerCut(e) => &e.host,
         }
     }
 
@@ -120,6 +138,14 @@ impl Exercise {
                 ("blocks written", e.blocks_written.to_string()),
                 ("blocks read back ok", e.blocks_read_back_ok.to_string()),
                 ("run id", e.run_id.to_string()),
+            ],
+            Exercise::PowerCut(e) => vec![
+                ("killed", format!("{} at {}", e.killed_scenario, e.kill_at)),
+                (
+                    "last mark before the kill",
+                    e.last_mark.clone().unwrap_or_else(|| "none".into()),
+                ),
+                ("rounds done before the kill", e.rounds_done.to_string()),
             ],
             Exercise::Workload(e) => vec![
                 ("workload", e.workload.clone()),

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use exercise::{
-    DefragExercise, Exercise, HostCheck, MigrateExercise, SmokeExercise, WorkloadExercise,
+    DefragExercise, Exercise, HostCheck, MigrateExercise, PowerCutExercise, SmokeExercise,
+    WorkloadExercise,
 };
 pub use oracles::FindingClass;
 

@@ -74,6 +74,8 @@ pub struct RunContext {
     pub progress: Progress,
     pub disk: TestDisk,
     pub command_timeout: Duration,
+    /// The records of the rounds the agent reported done so far (`RoundDone`).
+    pub rounds_done: Vec<e4race_protocol::RoundRecord>,
 }
 
 /// A scenario's drive future (not `Send`: progress callbacks borrow the context).

@@ -183,12 +183,16 @@ async fn drive(
     let mount_options = race.mount_options.as_str();
     session.fresh_ext4(ctx, &[], mount_options).await?;
     ctx.disk.mark("workload-start");
-    let disk = &ctx.disk;
+    let (disk, done) = (&ctx.disk, &mut ctx.rounds_done);
     let p = ctx.progress.clone();
     let reply = session
         .request_with_notes(workload, &mut |note| match note {
-            // Round boundaries as marks in the write log, ordered with the writes.
-            AgentNote::RoundDone(round) => disk.mark(&format!("round-{round}-done")),
+            // Round boundaries as marks in the write log, ordered with the writes; the
+            // record is kept in case the run is killed before the reply (--kill-at).
+            AgentNote::RoundDone(round, record) => {
+                disk.mark(&format!("round-{round}-done"));
+                done.extend(record.cloned());
+            }
             AgentNote::Progress(line) => p.step(&format!("guest: {line}")),
         })
         .await?;
