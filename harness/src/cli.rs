@@ -231,7 +231,7 @@ pub struct CommonArgs {
     pub reorder: u32,
     /// Kill QEMU (SIGKILL: a real power cut) at `mark:NAME` (when the host logs that mark:
     /// mounted, workload-start, round-N-done, workload-done), `after:SECONDS` after the file
-    /// system is made and mounted, or `random` (1-15 s after; the reproduce command fixes the
+    /// system is made and mounted, or `random` (0.2-6 s after; the reproduce command fixes the
     /// point drawn). The disk as the device left it is then checked as a crash state: journal
     /// replay, e2fsck -fn, and every block of a round whose done mark was logged still there.
     #[arg(long, value_name = "mark:NAME|after:SECONDS|random", value_parser = KillAt::parse)]
