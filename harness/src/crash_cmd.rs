@@ -50,6 +50,7 @@ pub fn check(
         max_states,
         from_mark: "mounted".into(),
         work_dir: work_dir(dir, input.disk_size),
+        reuse_unchanged_files: !input.data_journal,
     };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last = std::time::Instant::now();

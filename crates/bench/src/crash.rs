@@ -94,6 +94,7 @@ pub fn run_crash_bench(
         max_states: usize::MAX,
         from_mark: "mounted".into(),
         work_dir: work.path().to_path_buf(),
+        reuse_unchanged_files: !input.data_journal,
     };
     let mut rounds = Vec::new();
     let (mut agree, mut flushes, mut records) = (true, 0, 0);

@@ -1,13 +1,17 @@
 //! Checking one crash state: replay the journal as a mount would, run `e2fsck -fn`, check
 //! what the guest had made durable, then take the replay back with e2undo.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e4race_protocol::RoundRecord;
-use ext4_reader::{Ext4Image, OrphanFreesOwned};
-use oracles::{check_content, check_file, FileCheck, FileProblem, Found, FsckFinding, LostBlock};
+use e4race_protocol::{FileRecord, RoundRecord};
+use ext4_reader::{Ext4Image, FileMap, OrphanFreesOwned};
+use oracles::{
+    check_mapped, require_tag_block_size, resolve_file, FileCheck, FileProblem, Found, FsckFinding,
+    LostBlock,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -158,11 +162,31 @@ impl StateFindings {
 /// How many orphan-cleanup clashes a state lists (the count of the first is what matters).
 pub const MAX_CLASHES: usize = 64;
 
-/// The host tools a check runs.
+/// The host tools a check runs, and what the durability check of the last states found.
 pub struct Checker {
     e2fsck: PathBuf,
     e2undo: PathBuf,
     undo: PathBuf,
+    /// Per durable file (round, file id): its inode, its mapping and what checking it gave,
+    /// as long as none of its data blocks has been written since (see [`Self::check_reusing`]).
+    checked: RefCell<HashMap<(u32, u32), CheckedFile>>,
+}
+
+/// A durable file's last check.
+struct CheckedFile {
+    ino: u32,
+    map: FileMap,
+    result: FileCheck,
+}
+
+impl CheckedFile {
+    /// Whether a block the file maps is among `dirty` (4 KiB block numbers).
+    fn touched_by(&self, dirty: &BTreeSet<u64>) -> bool {
+        self.map
+            .extents
+            .iter()
+            .any(|e| dirty.range(e.pblk..e.pblk + e.len).next().is_some())
+    }
 }
 
 impl Checker {
@@ -174,27 +198,50 @@ impl Checker {
             e2fsck: find("e2fsck")?,
             e2undo: find("e2undo")?,
             undo,
+            checked: RefCell::default(),
         })
     }
 
     /// Checks the state in `image` as of log seq `point` (records below it applied, or
     /// dropped by the caller), and leaves `image` as it found it.
     pub fn check(&self, image: &Path, point: u64, d: &Durability) -> Result<StateFindings> {
-        self.check_state(image, point, d, true)
+        self.check_state(image, point, d, true, None)
+    }
+
+    /// [`Self::check`] for states of one image in log order. `dirty` holds every 4 KiB block
+    /// written since the previous call (log records applied, writes dropped or put back). A
+    /// durable file whose inode and mapping are as at its last check, and none of whose
+    /// data blocks is dirty, holds the same bytes, so its last result stands and its blocks
+    /// are not read again. The journal replay of a state does not change that: jbd2 journals
+    /// metadata only, in data=ordered and data=writeback (Documentation/filesystems/ext4.rst,
+    /// "Data Mode"), so the caller must not use this under data=journal.
+    pub fn check_reusing(
+        &self,
+        image: &Path,
+        point: u64,
+        d: &Durability,
+        dirty: &BTreeSet<u64>,
+    ) -> Result<StateFindings> {
+        self.checked
+            .borrow_mut()
+            .retain(|_, c| !c.touched_by(dirty));
+        self.check_state(image, point, d, true, Some(()))
     }
 
     /// [`Self::check`] on a copy that is thrown away after: the journal replay is not taken
     /// back (the copy-per-state baseline of the bench, as fstests' `replay-log --fsck` works).
     pub fn check_copy(&self, copy: &Path, point: u64, d: &Durability) -> Result<StateFindings> {
-        self.check_state(copy, point, d, false)
+        self.check_state(copy, point, d, false, None)
     }
 
+    /// `reuse`: whether durable files' last results may stand (see [`Self::check_reusing`]).
     fn check_state(
         &self,
         image: &Path,
         point: u64,
         d: &Durability,
         undo: bool,
+        reuse: Option<()>,
     ) -> Result<StateFindings> {
         let mut out = StateFindings::default();
         let _ = std::fs::remove_file(&self.undo);
@@ -232,7 +279,7 @@ impl Checker {
                         }
                         Err(e) => out.unreadable = Some(format!("orphan list: {e}")),
                     }
-                    self.content(&fs, point, d, &mut out)?
+                    self.content(&fs, point, d, reuse.is_some(), &mut out)?
                 }
                 Err(e) => out.unreadable = Some(e.to_string()),
             }
@@ -251,20 +298,23 @@ impl Checker {
         fs: &Ext4Image,
         point: u64,
         d: &Durability,
+        reuse: bool,
         out: &mut StateFindings,
     ) -> Result<()> {
-        let durable: Vec<RoundRecord> = d.durable_rounds(point).cloned().collect();
-        if !durable.is_empty() {
-            let c = check_content(fs, d.run_id, &durable)?;
-            out.lost.extend(c.lost);
-            out.lost_files.extend(c.file_problems);
+        require_tag_block_size(fs)?;
+        for r in d.durable_rounds(point) {
+            for f in r.files.iter().filter(|f| f.synced) {
+                match self.file_result(fs, d.run_id, r.round, f, reuse)? {
+                    FileCheck::Checked { lost, .. } => out.lost.extend(lost),
+                    FileCheck::Problem(p) => out.lost_files.push(p),
+                }
+            }
         }
         for r in d.in_flight_rounds(point) {
             for f in &r.files {
-                let expected = f.acknowledged_generations();
                 // A file not created yet, or not readable yet, holds nothing to judge.
                 if let FileCheck::Checked { lost, .. } =
-                    check_file(fs, d.run_id, r.round, f, &expected)?
+                    self.file_result(fs, d.run_id, r.round, f, reuse)?
                 {
                     out.garbage
                         .extend(lost.into_iter().filter(|l| !old_or_new(&l.found)));
@@ -272,6 +322,42 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// `check_file` of one file, or with `reuse` its last result when its inode and mapping
+    /// are unchanged and no block it maps was written since (`check_reusing` drops those).
+    fn file_result(
+        &self,
+        fs: &Ext4Image,
+        run_id: u64,
+        round: u32,
+        f: &FileRecord,
+        reuse: bool,
+    ) -> Result<FileCheck> {
+        let expected = f.acknowledged_generations();
+        let (ino, map) = match resolve_file(fs, round, f, &expected) {
+            Ok(m) => m,
+            Err(problem) => return Ok(problem),
+        };
+        let key = (round, f.file_id);
+        let mut checked = self.checked.borrow_mut();
+        if let Some(c) = checked.get(&key) {
+            if reuse && c.ino == ino && c.map == map {
+                return Ok(c.result.clone());
+            }
+        }
+        let result = check_mapped(fs, run_id, round, f, &expected, ino, &map)?;
+        if reuse {
+            checked.insert(
+                key,
+                CheckedFile {
+                    ino,
+                    map,
+                    result: result.clone(),
+                },
+            );
+        }
+        Ok(result)
     }
 
     fn run(&self, cmd: &mut Command) -> Result<(i32, String)> {

@@ -11,6 +11,9 @@ pub struct RunInput {
     pub log: PathBuf,
     pub disk_size: u64,
     pub durability: Durability,
+    /// The scenario mounted with data=journal: file data goes through the journal too, so
+    /// a state's journal replay may rewrite data blocks (no `reuse_unchanged_files`).
+    pub data_journal: bool,
 }
 
 impl RunInput {
@@ -28,6 +31,8 @@ impl RunInput {
         struct Plan {
             disk_mib: u64,
             run_id: Option<u64>,
+            #[serde(default)]
+            params: serde_json::Value,
         }
         let plan_path = dir.join("plan.json");
         let plan: Plan = std::fs::read_to_string(&plan_path)
@@ -50,7 +55,13 @@ impl RunInput {
             }
             Err(_) => Vec::new(),
         };
+        let data_journal = plan
+            .params
+            .get("mount_options")
+            .and_then(|m| m.as_str())
+            .is_some_and(|m| m.split(',').any(|o| o == "data=journal"));
         Ok(RunInput {
+            data_journal,
             log,
             disk_size: plan.disk_mib << 20,
             durability: Durability {

@@ -193,6 +193,53 @@ pub fn check_file(
     file: &FileRecord,
     expected: &BTreeMap<u64, u32>,
 ) -> Result<FileCheck> {
+    match resolve_file(image, round, file, expected) {
+        Ok((ino, map)) => check_mapped(image, run_id, round, file, expected, ino, &map),
+        Err(problem) => Ok(problem),
+    }
+}
+
+/// The first half of [`check_file`]: the file's inode and mapping, or the problem that
+/// stops it from being checked (a [`FileCheck::Problem`]).
+pub fn resolve_file(
+    image: &Ext4Image,
+    round: u32,
+    file: &FileRecord,
+    expected: &BTreeMap<u64, u32>,
+) -> std::result::Result<(u32, FileMap), FileCheck> {
+    let problem = |kind, detail: String| {
+        FileCheck::Problem(FileProblem {
+            path: file.path.clone(),
+            file_id: file.file_id,
+            round,
+            kind,
+            acknowledged_blocks: expected.len() as u64,
+            detail,
+        })
+    };
+    let ino = match image.lookup(&file.path) {
+        Ok(ino) => ino,
+        Err(e @ (ext4_reader::Error::NotFound(_) | ext4_reader::Error::NotADirectory(_))) => {
+            return Err(problem(FileProblemKind::Missing, e.to_string()))
+        }
+        Err(e) => return Err(problem(FileProblemKind::Unreadable, e.to_string())),
+    };
+    match image.file_map(ino) {
+        Ok(m) => Ok((ino, m)),
+        Err(e) => Err(problem(FileProblemKind::Unreadable, e.to_string())),
+    }
+}
+
+/// The second half of [`check_file`]: every expected block of the file mapped by `map`.
+pub fn check_mapped(
+    image: &Ext4Image,
+    run_id: u64,
+    round: u32,
+    file: &FileRecord,
+    expected: &BTreeMap<u64, u32>,
+    ino: u32,
+    map: &FileMap,
+) -> Result<FileCheck> {
     let problem = |kind, detail: String| {
         Ok(FileCheck::Problem(FileProblem {
             path: file.path.clone(),
@@ -203,17 +250,6 @@ pub fn check_file(
             detail,
         }))
     };
-    let ino = match image.lookup(&file.path) {
-        Ok(ino) => ino,
-        Err(e @ (ext4_reader::Error::NotFound(_) | ext4_reader::Error::NotADirectory(_))) => {
-            return problem(FileProblemKind::Missing, e.to_string())
-        }
-        Err(e) => return problem(FileProblemKind::Unreadable, e.to_string()),
-    };
-    let map: FileMap = match image.file_map(ino) {
-        Ok(m) => m,
-        Err(e) => return problem(FileProblemKind::Unreadable, e.to_string()),
-    };
     let mut lost = vec![];
     for (&lblk, &generation) in expected {
         let want = BlockTag {
@@ -223,7 +259,7 @@ pub fn check_file(
             lblk,
             generation,
         };
-        let read = match image.read_mapped_block(&map, lblk) {
+        let read = match image.read_mapped_block(map, lblk) {
             Ok(r) => r,
             Err(e) => return problem(FileProblemKind::Unreadable, e.to_string()),
         };

@@ -15,8 +15,8 @@ pub mod kernel_log;
 mod signature;
 
 pub use content::{
-    check_content, check_file, ContentReport, FileCheck, FileProblem, FileProblemKind, Found,
-    LostBlock,
+    check_content, check_file, check_mapped, require_tag_block_size, resolve_file, ContentReport,
+    FileCheck, FileProblem, FileProblemKind, Found, LostBlock,
 };
 pub use error::{OracleError, Result};
 pub use finding::{verdict_findings, CrashStateFinding, Finding, FindingClass};
