@@ -177,7 +177,7 @@ fn race_one_file(
         p.shape.writers as usize,
         &|lblk, _| tag(lblk),
         &|_| {},
-        || migrate_once(&f, &path, p.driver),
+        || with_commits(&f, p.commit_ms, || migrate_once(&f, &path, p.driver)),
     )?;
     let synced = map.sync_and_unmap() && f.sync_all().is_ok();
     let (start_ns, end_ns, error, return_value) = migrate;
@@ -207,6 +207,29 @@ fn race_one_file(
     };
     check_postconditions(&f, size, tag, &mut record)?;
     Ok(record)
+}
+
+/// Runs `migrate` while, with `commit_ms` > 0, a thread calls syncfs(2) on `f`'s file system
+/// every `commit_ms` ms: each call makes jbd2 commit the running transaction
+/// (ext4_sync_fs → jbd2_journal_start_commit), so the migration's handle must restart
+/// (ext4_journal_ensure_credits) and its half-done state reaches the journal.
+fn with_commits<R>(f: &File, commit_ms: u32, migrate: impl FnOnce() -> R) -> R {
+    if commit_ms == 0 {
+        return migrate();
+    }
+    let running = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: a plain syscall on an open fd; a failure only means fewer commits.
+                let _ = unsafe { libc::syncfs(f.as_raw_fd()) };
+                std::thread::sleep(std::time::Duration::from_millis(u64::from(commit_ms)));
+            }
+        });
+        let r = migrate();
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        r
+    })
 }
 
 /// EXT4_IOC_MIGRATE (or `chattr +e`): returns (start ns, end ns, errno or exit status,

@@ -50,6 +50,10 @@ pub struct MigrateMmapParams {
     pub shape: RaceShape,
     pub hole_pattern: HolePattern,
     pub driver: MigrateDriver,
+    /// While each migration runs, a thread calls syncfs(2) every this many ms, so jbd2
+    /// commits in the middle of it (0: only the kernel's own commits).
+    #[serde(default)]
+    pub commit_ms: u32,
 }
 
 /// What every race workload (migrate-mmap, defrag-mmap) shares: where it works, the tags'

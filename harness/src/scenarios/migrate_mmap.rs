@@ -30,6 +30,12 @@ pub struct MigrateMmapArgs {
     /// How to migrate: the ioctl directly, or the real `chattr +e`.
     #[arg(long, value_enum, default_value = "ioctl")]
     pub driver: MigrateDriver,
+    /// While each migration runs, call syncfs(2) every N ms, so jbd2 commits mid-migration
+    /// (its handle restarts in ext4_journal_ensure_credits() and the transaction commits with
+    /// the migration half done): what crash states need to see migrate's own crash bugs.
+    /// 0: only the kernel's commits.
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pub commit_ms: u32,
 }
 
 impl RaceScenario for MigrateMmapArgs {
@@ -37,7 +43,19 @@ impl RaceScenario for MigrateMmapArgs {
 
     fn off_default_argv() -> Vec<String> {
         let mut v = RaceArgs::off_default_argv("nodelalloc,data=ordered");
-        v.extend(["--size-mib", "3", "--holes", "random", "--driver", "chattr"].map(String::from));
+        v.extend(
+            [
+                "--size-mib",
+                "3",
+                "--holes",
+                "random",
+                "--driver",
+                "chattr",
+                "--commit-ms",
+                "20",
+            ]
+            .map(String::from),
+        );
         v
     }
 
@@ -49,6 +67,8 @@ impl RaceScenario for MigrateMmapArgs {
             super::value_name(self.holes),
             "--driver".into(),
             super::value_name(self.driver),
+            "--commit-ms".into(),
+            self.commit_ms.to_string(),
         ]
     }
 
@@ -63,6 +83,7 @@ impl RaceScenario for MigrateMmapArgs {
             shape: self.race.shape(self.size_mib, seed, run_id),
             hole_pattern: self.holes,
             driver: self.driver,
+            commit_ms: self.commit_ms,
         };
         let what = format!("EXT4_IOC_MIGRATE ({})", super::value_name(params.driver));
         (what, Command::MigrateMmap(params))
