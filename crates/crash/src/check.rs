@@ -9,8 +9,8 @@ use std::process::Command;
 use e4race_protocol::{FileRecord, RoundRecord};
 use ext4_reader::{Ext4Image, FileMap, OrphanFreesOwned};
 use oracles::{
-    check_mapped, require_tag_block_size, resolve_file, FileCheck, FileProblem, Found, FsckFinding,
-    LostBlock,
+    check_mapped, require_tag_block_size, resolve_file, BitmapRange, FileCheck, FileProblem, Found,
+    FsckFinding, LostBlock, Sign,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,10 @@ pub struct StateFindings {
     /// The file system could not be read at all after replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
+    /// Not a problem: inodes with no link and no dtime, on no list, that e2fsck reported
+    /// together with exactly the blocks and inode bits they hold (see [`leaked_inodes`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaked_inodes: Vec<u64>,
 }
 
 impl StateFindings {
@@ -263,12 +267,17 @@ impl Checker {
             out.journal_replay = Some(format!("e2fsck exit {}: {}", replay.0, replay.1.trim()));
         } else {
             let fsck = oracles::run_e2fsck(image)?;
-            out.fsck = fsck
+            let fs = Ext4Image::open(image);
+            let findings: Vec<FsckFinding> = fsck
                 .findings
                 .into_iter()
                 .filter(|f| !benign_after_crash(f))
                 .collect();
-            match Ext4Image::open(image) {
+            (out.fsck, out.leaked_inodes) = match &fs {
+                Ok(fs) => leaked_inodes(findings, fs),
+                Err(_) => (findings, Vec::new()),
+            };
+            match fs {
                 Ok(fs) => {
                     // The mount after the crash runs ext4_orphan_cleanup(); what it would
                     // free must not be mapped by a live file (6eeaf88fd586).
@@ -396,6 +405,68 @@ fn old_or_new(found: &Found) -> bool {
     )
 }
 
+/// Takes out of `findings` the inodes a crash leaks by design, and what e2fsck says of them.
+/// EXT4_IOC_MIGRATE's temporary inode has no link from its creation on and, since
+/// 6eeaf88fd586 ("ext4: don't use the orphan list when migrating an inode"), is on no
+/// orphan list either: a crash between its creation and its eviction leaves an inode in use
+/// with i_links_count 0 and i_dtime 0, which e2fsck reports as "Deleted inode N has zero
+/// dtime", with "-N" in the inode bitmap and "-B" for each block it holds, and fixes by
+/// clearing it. That is the trade the commit made ("e2fsck will clean it up"). An inode is
+/// taken out only if the image agrees (links 0, dtime 0) and only the bitmap bits of its
+/// own inode number and of blocks it maps go with it; anything else stays a finding.
+pub(crate) fn leaked_inodes(
+    findings: Vec<FsckFinding>,
+    fs: &Ext4Image,
+) -> (Vec<FsckFinding>, Vec<u64>) {
+    let mut leaked: Vec<u64> = Vec::new();
+    let mut blocks = BTreeSet::new();
+    for f in &findings {
+        let FsckFinding::DeletedInodeZeroDtime { ino } = *f else {
+            continue;
+        };
+        let Ok(n) = u32::try_from(ino) else { continue };
+        let (Ok(inode), Ok(map)) = (fs.inode(n), fs.file_map(n)) else {
+            continue;
+        };
+        if inode.links_count != 0 || inode.dtime != 0 {
+            continue;
+        }
+        for e in &map.extents {
+            blocks.extend(e.pblk..e.pblk + e.len);
+        }
+        blocks.extend(map.meta_blocks.iter().copied());
+        leaked.push(ino);
+    }
+    if leaked.is_empty() {
+        return (findings, leaked);
+    }
+    let inode_bit =
+        |r: &BitmapRange| r.sign == Sign::Minus && (r.start..=r.end).all(|i| leaked.contains(&i));
+    let block_bit =
+        |r: &BitmapRange| r.sign == Sign::Minus && (r.start..=r.end).all(|b| blocks.contains(&b));
+    let csum: Vec<String> = leaked
+        .iter()
+        .map(|i| format!("Inode {i} passes checks, but checksum does not match inode."))
+        .collect();
+    let kept = findings
+        .into_iter()
+        .filter_map(|f| match f {
+            FsckFinding::DeletedInodeZeroDtime { ino } if leaked.contains(&ino) => None,
+            FsckFinding::Other { ref text } if csum.contains(text) => None,
+            FsckFinding::InodeBitmapDifferences { ranges } => {
+                let rest: Vec<_> = ranges.into_iter().filter(|r| !inode_bit(r)).collect();
+                (!rest.is_empty()).then_some(FsckFinding::InodeBitmapDifferences { ranges: rest })
+            }
+            FsckFinding::BlockBitmapDifferences { ranges } => {
+                let rest: Vec<_> = ranges.into_iter().filter(|r| !block_bit(r)).collect();
+                (!rest.is_empty()).then_some(FsckFinding::BlockBitmapDifferences { ranges: rest })
+            }
+            other => Some(other),
+        })
+        .collect();
+    (kept, leaked)
+}
+
 /// What e2fsck reports after any crash that a mount puts right by itself: the superblock's
 /// free block and inode totals are not journaled; ext4_fill_super() recomputes them from
 /// the group descriptors (ext4_count_free_clusters, ext4_count_free_inodes).
@@ -404,4 +475,74 @@ fn benign_after_crash(f: &FsckFinding) -> bool {
         f,
         FsckFinding::FreeBlocksWrong { .. } | FsckFinding::FreeInodesWrong { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inode in use with no link, no dtime and on no list (what a crash leaves of
+    /// EXT4_IOC_MIGRATE's temporary inode): e2fsck's findings about it go, others stay.
+    #[test]
+    fn a_leaked_unlinked_inode_is_not_a_finding_but_other_damage_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("d");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("keep"), vec![7u8; 8192]).unwrap();
+        std::fs::write(src.join("tmp"), vec![9u8; 40960]).unwrap();
+        let img = dir.path().join("img");
+        testkit::mkfs(&img, &src, &[], "32M");
+        let fs = Ext4Image::open(&img).unwrap();
+        let tmp = fs.lookup("/tmp").unwrap();
+        drop(fs);
+        testkit::debugfs_script(&img, &format!("unlink /tmp\nsif <{tmp}> links_count 0\n"));
+        let fsck = oracles::run_e2fsck(&img).unwrap();
+        let fs = Ext4Image::open(&img).unwrap();
+        let findings: Vec<_> = fsck
+            .findings
+            .into_iter()
+            .filter(|f| !benign_after_crash(f))
+            .collect();
+        assert!(
+            findings
+                .iter()
+                .any(|f| matches!(f, FsckFinding::DeletedInodeZeroDtime { .. })),
+            "{findings:?}"
+        );
+        let (kept, leaked) = leaked_inodes(findings.clone(), &fs);
+        assert_eq!(leaked, vec![u64::from(tmp)]);
+        assert!(
+            kept.iter().all(|f| !matches!(
+                f,
+                FsckFinding::DeletedInodeZeroDtime { .. }
+                    | FsckFinding::InodeBitmapDifferences { .. }
+                    | FsckFinding::BlockBitmapDifferences { .. }
+            )),
+            "{kept:?}"
+        );
+        // A block bit that is not the leaked inode's stays.
+        let mut more = findings;
+        more.push(FsckFinding::BlockBitmapDifferences {
+            ranges: vec![BitmapRange {
+                sign: Sign::Minus,
+                start: 7000,
+                end: 7000,
+            }],
+        });
+        let (kept, _) = leaked_inodes(more, &fs);
+        assert!(
+            kept.iter().any(|f| matches!(f, FsckFinding::BlockBitmapDifferences { ranges } if ranges.len() == 1 && ranges[0].start == 7000)),
+            "{kept:?}"
+        );
+        // An inode that still has a link is not leaked, whatever e2fsck said.
+        let keep = fs.lookup("/keep").unwrap();
+        let (kept, leaked) = leaked_inodes(
+            vec![FsckFinding::DeletedInodeZeroDtime {
+                ino: u64::from(keep),
+            }],
+            &fs,
+        );
+        assert!(leaked.is_empty());
+        assert_eq!(kept.len(), 1);
+    }
 }
