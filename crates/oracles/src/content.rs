@@ -25,7 +25,8 @@ pub enum Found {
     Stale(BlockTag),
     /// A complete tag of some other block or file (misdirected or cross-linked data).
     OtherTag(BlockTag),
-    /// Starts with the tag magic but fails its checksum: torn or mixed write.
+    /// A torn or mixed write: starts with the tag magic but fails its checksum, or is the
+    /// expected tag with some bytes still zero (see [`Found::classify`]).
     Corrupt,
     /// Anything else (metadata, another program's data).
     Foreign,
@@ -65,10 +66,27 @@ impl Found {
                 }
                 BlockContent::Zeros => Some(Found::Zeros),
                 BlockContent::Corrupt => Some(Found::Corrupt),
+                // Every byte either zero (the hole or unwritten block it was) or the
+                // expected tag's own byte: the page was read for writeback while the store
+                // into it was still copying (virtio-blk asks for no stable pages, so
+                // writeback does not wait for the store; the block gets the tag's tail and
+                // the old zeros at its head, or any other split). Seen in crash states of
+                // migrate-mmap: the first 40 bytes zero, the rest the tag.
+                BlockContent::Foreign if torn_with_zeros(bytes, expected) => Some(Found::Corrupt),
                 BlockContent::Foreign => Some(Found::Foreign),
             },
         }
     }
+}
+
+/// Whether `bytes` is `expected`'s block with some bytes zero instead.
+fn torn_with_zeros(bytes: &[u8], expected: &BlockTag) -> bool {
+    let want = expected.to_block();
+    bytes.len() == want.len()
+        && bytes
+            .iter()
+            .zip(want.iter())
+            .all(|(&b, &w)| b == 0 || b == w)
 }
 
 /// An acknowledged block that is not on disk as acknowledged.
@@ -317,6 +335,20 @@ mod tests {
         );
         assert_eq!(
             Found::classify(&want, &data(&[7; 4096])),
+            Some(Found::Foreign)
+        );
+        // The tag's tail with its head still zero (a store copied while writeback read it).
+        let mut half = want.to_block();
+        half[..40].fill(0);
+        assert_eq!(
+            Found::classify(&want, &data(&half[..])),
+            Some(Found::Corrupt)
+        );
+        // Another block's tag with zeros in it is not its own torn write.
+        let mut other = BlockTag { lblk: 6, ..want }.to_block();
+        other[..40].fill(0);
+        assert_eq!(
+            Found::classify(&want, &data(&other[..])),
             Some(Found::Foreign)
         );
         let mut torn = want.to_block();
