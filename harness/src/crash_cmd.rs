@@ -138,7 +138,7 @@ pub fn crash_cmd(dir: &Path, reorder: u32, seed: u64, max_states: usize, json: b
                 exit::BAD_STATE
             }
         }
-        Err(e @ (crash::Error::Log(_) | crash::Error::NoData(_))) => {
+        Err(e @ (crash::Error::Log(_) | crash::Error::NoData(_) | crash::Error::RunDir(_))) => {
             eprintln!("error: {e}");
             exit::USAGE
         }

@@ -190,3 +190,21 @@ fn runs_repeat_and_the_worst_verdict_decides() {
     );
     assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 3);
 }
+
+/// `e4race crash` on a folder that is no run directory, or on a run without write data:
+/// exit 2 and what is missing.
+#[test]
+fn crash_states_of_something_that_is_not_a_recorded_run_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let e = usage_error(&["crash", &d]);
+    assert!(
+        e.contains("has no writes.log") && e.contains("--log-data"),
+        "{e}"
+    );
+    assert!(!e.contains("inconsistent"), "{e}");
+    // A writes.log without plan.json.
+    std::fs::write(dir.path().join("writes.log"), b"").unwrap();
+    let e = usage_error(&["crash", &d]);
+    assert!(e.contains("plan.json"), "{e}");
+}

@@ -155,6 +155,21 @@ enum Mode {
     },
 }
 
+/// Writes `report` as JSON to `path` (if given); exit 2 when it cannot.
+fn write_json(
+    path: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+) -> Result<(), ExitCode> {
+    let Some(path) = path else { return Ok(()) };
+    serde_json::to_string_pretty(report)
+        .map_err(std::io::Error::other)
+        .and_then(|j| std::fs::write(path, j + "\n"))
+        .map_err(|e| {
+            eprintln!("e4race-bench: cannot write {}: {e}", path.display());
+            ExitCode::from(2)
+        })
+}
+
 fn crash_mode(
     run_dir: PathBuf,
     rounds: u32,
@@ -174,14 +189,8 @@ fn crash_mode(
         }
     };
     print!("{}", report.markdown());
-    if let Some(path) = &json {
-        let written = serde_json::to_string_pretty(&report)
-            .map_err(std::io::Error::other)
-            .and_then(|j| std::fs::write(path, j + "\n"));
-        if let Err(e) = written {
-            eprintln!("e4race-bench: cannot write {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Err(code) = write_json(json.as_deref(), &report) {
+        return code;
     }
     if report.verdicts_agree {
         ExitCode::SUCCESS
@@ -289,14 +298,8 @@ fn main() -> ExitCode {
         }
     };
     print!("{}", report.markdown());
-    if let Some(path) = &a.json {
-        let written = serde_json::to_string_pretty(&report)
-            .map_err(std::io::Error::other)
-            .and_then(|j| std::fs::write(path, j + "\n"));
-        if let Err(e) = written {
-            eprintln!("e4race-bench: cannot write {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Err(code) = write_json(a.json.as_deref(), &report) {
+        return code;
     }
     if report.all_ok() {
         ExitCode::SUCCESS

@@ -4,7 +4,7 @@
 //! [`crate::check_log`] gives (journal replay, e2fsck -fn, durability), and it is thrown away.
 //! It exists to be measured against: `e4race-bench crash RUN_DIR` times both on one log.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use std::time::Instant;
 use writelog::{Kind, LogReader};
 
 use crate::check::{Checker, Durability};
+use crate::image::create_sparse;
 use crate::{
     round_done, BadState, CrashOptions, CrashReport, CrashState, Error, Result, StateKind, SCHEMA,
 };
@@ -98,19 +99,6 @@ pub fn check_log_copying(
     let _ = std::fs::remove_file(&copy_path);
     let _ = std::fs::remove_file(&base_path);
     Ok(report)
-}
-
-fn create_sparse(path: &Path, size: u64) -> Result<File> {
-    let io = |e| Error::io(path, "create", e);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io)?;
-    f.set_len(size).map_err(io)?;
-    Ok(f)
 }
 
 /// [`sparse_copy`] of the file at `src` (its size kept).

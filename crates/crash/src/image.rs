@@ -34,18 +34,24 @@ pub struct WorkingImage {
     before: HashMap<u64, Vec<u8>>,
 }
 
+/// A new zeroed sparse file of `size` bytes at `path`, open for reading and writing.
+pub(crate) fn create_sparse(path: &Path, size: u64) -> Result<File> {
+    let io = |e| Error::io(path, "create", e);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io)?;
+    f.set_len(size).map_err(io)?;
+    Ok(f)
+}
+
 impl WorkingImage {
     /// A zeroed sparse image of `size` bytes at `path` (runs start from an empty image).
     pub fn create(path: &Path, size: u64, sector_size: u32) -> Result<Self> {
-        let io = |e| Error::io(path, "create the working image", e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(io)?;
-        file.set_len(size).map_err(io)?;
+        let file = create_sparse(path, size)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,

@@ -22,7 +22,7 @@ impl RunInput {
     pub fn from_run_dir(dir: &Path) -> Result<Self> {
         let log = dir.join("writes.log");
         if !log.exists() {
-            return Err(Error::Log(format!(
+            return Err(Error::RunDir(format!(
                 "{} has no writes.log: crash states need a run with the blkrec disk backend and --log-data",
                 dir.display()
             )));
@@ -36,17 +36,18 @@ impl RunInput {
         }
         let plan_path = dir.join("plan.json");
         let plan: Plan = std::fs::read_to_string(&plan_path)
-            .map_err(|e| Error::Log(format!("cannot read {}: {e}", plan_path.display())))
+            .map_err(|e| Error::RunDir(format!("cannot read {}: {e}", plan_path.display())))
             .and_then(|s| {
-                serde_json::from_str(&s)
-                    .map_err(|e| Error::Log(format!("{} is not a plan: {e}", plan_path.display())))
+                serde_json::from_str(&s).map_err(|e| {
+                    Error::RunDir(format!("{} is not a plan: {e}", plan_path.display()))
+                })
             })?;
         let workload_path = dir.join("workload.json");
         let rounds = match std::fs::read_to_string(&workload_path) {
             Ok(s) => {
                 serde_json::from_str::<e4race_protocol::RaceResult>(&s)
                     .map_err(|e| {
-                        Error::Log(format!(
+                        Error::RunDir(format!(
                             "{} is not a workload record: {e}",
                             workload_path.display()
                         ))

@@ -56,6 +56,10 @@ pub enum Error {
     NoData(PathBuf),
     #[error("the write log is inconsistent: {0}")]
     Log(String),
+    /// The run directory lacks what crash states need (writes.log, plan.json) or holds
+    /// something else there.
+    #[error("{0}")]
+    RunDir(String),
     #[error("{0} is not installed: install e2fsprogs (apt-get install e2fsprogs)")]
     ToolMissing(&'static str),
     #[error("cannot run {0}: {1}")]

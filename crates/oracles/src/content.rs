@@ -217,6 +217,24 @@ pub fn check_file(
     }
 }
 
+/// `file` of `round` could not be checked (every acknowledged block of it counts as lost).
+fn file_problem(
+    file: &FileRecord,
+    round: u32,
+    expected: &BTreeMap<u64, u32>,
+    kind: FileProblemKind,
+    detail: String,
+) -> FileCheck {
+    FileCheck::Problem(FileProblem {
+        path: file.path.clone(),
+        file_id: file.file_id,
+        round,
+        kind,
+        acknowledged_blocks: expected.len() as u64,
+        detail,
+    })
+}
+
 /// The first half of [`check_file`]: the file's inode and mapping, or the problem that
 /// stops it from being checked (a [`FileCheck::Problem`]).
 pub fn resolve_file(
@@ -225,16 +243,7 @@ pub fn resolve_file(
     file: &FileRecord,
     expected: &BTreeMap<u64, u32>,
 ) -> std::result::Result<(u32, FileMap), FileCheck> {
-    let problem = |kind, detail: String| {
-        FileCheck::Problem(FileProblem {
-            path: file.path.clone(),
-            file_id: file.file_id,
-            round,
-            kind,
-            acknowledged_blocks: expected.len() as u64,
-            detail,
-        })
-    };
+    let problem = |kind, detail| file_problem(file, round, expected, kind, detail);
     let ino = match image.lookup(&file.path) {
         Ok(ino) => ino,
         Err(e @ (ext4_reader::Error::NotFound(_) | ext4_reader::Error::NotADirectory(_))) => {
@@ -258,16 +267,7 @@ pub fn check_mapped(
     ino: u32,
     map: &FileMap,
 ) -> Result<FileCheck> {
-    let problem = |kind, detail: String| {
-        Ok(FileCheck::Problem(FileProblem {
-            path: file.path.clone(),
-            file_id: file.file_id,
-            round,
-            kind,
-            acknowledged_blocks: expected.len() as u64,
-            detail,
-        }))
-    };
+    let problem = |kind, detail| Ok(file_problem(file, round, expected, kind, detail));
     let mut lost = vec![];
     for (&lblk, &generation) in expected {
         let want = BlockTag {
