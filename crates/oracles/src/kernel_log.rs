@@ -193,7 +193,7 @@ pub fn site(line: &str) -> String {
         let mut words = rest.split_whitespace();
         if let Some(file) = words.next().and_then(|w| w.split(':').next()) {
             if file.contains('/') {
-                let file = file.trim_end_matches('!');
+                let file = source_relative(file.trim_end_matches('!'));
                 return match words.next().and_then(|f| f.split('+').next()) {
                     Some(func) if !func.is_empty() => format!("{file} {func}"),
                     _ => file.to_string(),
@@ -213,6 +213,16 @@ pub fn site(line: &str) -> String {
     crate::signature::without_numbers(line)
 }
 
+/// A module built out of tree (a mutant's ext4.ko) reports its sources by the build
+/// folder's absolute path: keep the path from the source tree's `fs/` on, as an in-tree
+/// build reports it, so that signatures name no folder of one machine.
+fn source_relative(file: &str) -> &str {
+    match file.rfind("/fs/") {
+        Some(i) if file.starts_with('/') => &file[i + 1..],
+        _ => file,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +236,11 @@ mod tests {
         assert_eq!(
             site("kernel BUG at fs/ext4/extents.c:3187!"),
             "fs/ext4/extents.c"
+        );
+        // A mutant's module, built out of tree, names its build folder.
+        assert_eq!(
+            site("WARNING: CPU: 0 PID: 9 at /root/.cache/e4race/mutants/builds/6.1.0-57-amd64/23dd.build/src/fs/ext4/ext4_jbd2.c:361 __ext4_handle_dirty_metadata+0x1/0x2 [ext4]"),
+            "fs/ext4/ext4_jbd2.c __ext4_handle_dirty_metadata"
         );
         assert_eq!(
             site("EXT4-fs error (device vdb): ext4_mb_generate_buddy:1215: group 3, block bitmap and bg descriptor inconsistent"),
