@@ -4,7 +4,8 @@
 //! One image serves every crash state: states after a flush are the image as it stands, and
 //! a reordered state rewrites only the sectors of the dropped writes, then puts them back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ pub struct WorkingImage {
     epoch: Vec<EpochWrite>,
     /// Each sector the epoch wrote, as it was before the epoch's first write to it.
     before: HashMap<u64, Vec<u8>>,
+    /// The 4 KiB blocks written since [`Self::take_changed`] last ran (log records applied,
+    /// writes dropped and put back): what `Checker::check_reusing` needs.
+    changed: RefCell<BTreeSet<u64>>,
 }
 
 /// A new zeroed sparse file of `size` bytes at `path`, open for reading and writing.
@@ -59,6 +63,7 @@ impl WorkingImage {
             size,
             epoch: Vec::new(),
             before: HashMap::new(),
+            changed: RefCell::default(),
         })
     }
 
@@ -80,9 +85,18 @@ impl WorkingImage {
     }
 
     fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
+        const BLOCK: u64 = e4race_protocol::TAG_BLOCK_SIZE as u64;
+        self.changed
+            .borrow_mut()
+            .extend(off / BLOCK..(off + data.len() as u64).div_ceil(BLOCK));
         self.file
             .write_all_at(data, off)
             .map_err(|e| Error::io(&self.path, "write the working image", e))
+    }
+
+    /// The 4 KiB blocks written since the last call.
+    pub fn take_changed(&self) -> BTreeSet<u64> {
+        std::mem::take(&mut *self.changed.borrow_mut())
     }
 
     /// Applies one completed write (or, with `data` `None`, a zeroed range of `len` bytes),

@@ -22,7 +22,6 @@ mod image;
 mod input;
 mod power_cut;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -176,9 +175,6 @@ pub struct CrashReport {
 
 pub const SCHEMA: &str = "e4race-crash/1";
 
-/// The file system block the durability check reads by (the tag size).
-const BLOCK: u64 = e4race_protocol::TAG_BLOCK_SIZE as u64;
-
 impl CrashReport {
     pub fn first_bad(&self) -> Option<&BadState> {
         self.bad.first()
@@ -243,20 +239,14 @@ pub fn check_log(
     let mut last_checked: Option<(u64, usize)> = None;
     let mut last_mark: Option<String> = None;
     let mut writes_applied = 0u64;
-    // 4 KiB blocks written since the last check (for Checker::check_reusing).
-    let mut dirty = BTreeSet::new();
-    let blocks_of = |sector: u64, sectors: u64| {
-        let (start, end) = (sector * u64::from(ss), (sector + sectors) * u64::from(ss));
-        start / BLOCK..end.div_ceil(BLOCK)
-    };
-    let check = |dirty: &mut BTreeSet<u64>, d: &Durability, seq: u64| {
-        let f = if opts.reuse_unchanged_files {
-            checker.check_reusing(img_path.as_path(), seq, d, dirty)
+    // Each check is told which blocks changed since the one before (Checker::check_reusing).
+    let check = |img: &WorkingImage, d: &Durability, seq: u64| {
+        let changed = img.take_changed();
+        if opts.reuse_unchanged_files {
+            checker.check_reusing(img.path(), seq, d, &changed)
         } else {
-            checker.check(img_path.as_path(), seq, d)
-        };
-        dirty.clear();
-        f
+            checker.check(img.path(), seq, d)
+        }
     };
     for rec in reader.by_ref() {
         let rec = rec?;
@@ -271,17 +261,9 @@ pub fn check_log(
                     .as_deref()
                     .ok_or_else(|| Error::Log(format!("write {} has no data", rec.seq)))?;
                 img.apply(rec.seq, rec.sector, u64::from(rec.len), Some(data))?;
-                dirty.extend(blocks_of(
-                    rec.sector,
-                    u64::from(rec.len).div_ceil(u64::from(ss)),
-                ));
             }
             Kind::Discard | Kind::WriteZeroes => {
                 img.apply(rec.seq, rec.sector, u64::from(rec.len), None)?;
-                dirty.extend(blocks_of(
-                    rec.sector,
-                    u64::from(rec.len).div_ceil(u64::from(ss)),
-                ));
             }
             Kind::Mark => {
                 let name = rec.mark.clone().unwrap_or_default();
@@ -307,16 +289,9 @@ pub fn check_log(
                     };
                     for dropped in subsets(img.epoch().len(), opts, rec.seq) {
                         let seqs = dropped.iter().map(|&i| img.epoch()[i].seq).collect();
-                        // Dropping and putting back rewrite those writes' sectors.
-                        let touched: Vec<_> = dropped
-                            .iter()
-                            .flat_map(|&i| blocks_of(img.epoch()[i].sector, img.epoch()[i].sectors))
-                            .collect();
                         let undo = img.drop_writes(&dropped)?;
-                        dirty.extend(touched.iter().copied());
-                        let f = check(&mut dirty, &d, rec.seq)?;
+                        let f = check(&img, &d, rec.seq)?;
                         img.restore(undo)?;
-                        dirty.extend(touched);
                         report.reordered += 1;
                         report.states_checked += 1;
                         if !f.is_clean() {
@@ -337,7 +312,7 @@ pub fn check_log(
                         continue;
                     }
                     last_checked = Some(key);
-                    let f = check(&mut dirty, &d, rec.seq)?;
+                    let f = check(&img, &d, rec.seq)?;
                     if !f.is_clean() {
                         report.bad.push(BadState {
                             state: CrashState {
