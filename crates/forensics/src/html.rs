@@ -101,6 +101,9 @@ pub fn render(run: &RunDir, ev: Option<&Evidence>, scan: Option<&LogScan>) -> St
     }
     h.push_str(&timeline_section(run, ev, scan));
     h.push_str(&findings_section(run, ev));
+    if let Some(c) = &run.crash {
+        h.push_str(&crash_section(c, &run.dir.display().to_string()));
+    }
     if let Some(f) = &run.fsck {
         let _ = writeln!(
             h,
@@ -379,6 +382,65 @@ fn findings_section(run: &RunDir, ev: Option<&Evidence>) -> String {
     h
 }
 
+/// How many bad states the page lists (crash.json has them all).
+const BAD_STATES_SHOWN: usize = 20;
+
+fn crash_section(c: &crash::CrashReport, run_dir: &str) -> String {
+    let mut h = String::from("<h2 id=\"crash-states\">Crash states</h2>\n");
+    let _ = writeln!(
+        h,
+        "<p>{} crash states checked ({} just after a FLUSH, {} with unflushed writes dropped; {} identical to the one before), \
+         over {} flushes{} and {} log records, in {:.1} s ({:.1} states/s). <span class=\"{}\">{} bad.</span></p>",
+        c.states_checked,
+        c.after_flush,
+        c.reordered,
+        c.identical,
+        c.flushes,
+        if c.stride > 1 {
+            format!(" (every {}th)", c.stride)
+        } else {
+            String::new()
+        },
+        c.records,
+        c.seconds,
+        c.states_per_second,
+        if c.bad.is_empty() { "ok" } else { "bad" },
+        c.bad.len()
+    );
+    if c.bad.is_empty() {
+        return h;
+    }
+    h.push_str(
+        "<table><tr><th>seq</th><th>state</th><th>last mark before</th><th>problem</th><th>rebuild it</th></tr>",
+    );
+    for b in c.bad.iter().take(BAD_STATES_SHOWN) {
+        let kind = match &b.state.kind {
+            crash::StateKind::AfterFlush => "after the flush".to_string(),
+            crash::StateKind::Reordered { dropped } => {
+                format!("{} unflushed writes dropped", dropped.len())
+            }
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            b.state.seq,
+            esc(&kind),
+            esc(b.state.mark_before.as_deref().unwrap_or("-")),
+            esc(&b.findings.summary()),
+            esc(&b.state.replay_command(run_dir))
+        );
+    }
+    h.push_str("</table>\n");
+    if c.bad.len() > BAD_STATES_SHOWN {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">{} more in crash.json.</p>",
+            c.bad.len() - BAD_STATES_SHOWN
+        );
+    }
+    h
+}
+
 fn timeline_section(run: &RunDir, ev: Option<&Evidence>, scan: Option<&LogScan>) -> String {
     let rounds = run.rounds();
     if rounds.is_empty() {
@@ -387,7 +449,11 @@ fn timeline_section(run: &RunDir, ev: Option<&Evidence>, scan: Option<&LogScan>)
     let mut h = String::from("<h2 id=\"timeline\">Timeline</h2>\n");
     let align = scan.and_then(|s| timeline::align(rounds, s, ev));
     h.push_str(&alignment_note(align.as_ref(), scan.is_some()));
-    for t in timeline::rounds(rounds, scan, ev, align.as_ref()) {
+    let bad = match (&run.crash, scan) {
+        (Some(c), Some(s)) => timeline::bad_state_marks(c, s),
+        _ => vec![],
+    };
+    for t in timeline::rounds(rounds, scan, ev, align.as_ref(), &bad) {
         let _ = writeln!(h, "<h3>Round {}</h3>", t.round);
         h.push_str(&svg(&t));
     }
@@ -423,7 +489,8 @@ fn alignment_note(a: Option<&Alignment>, have_log: bool) -> String {
         ),
     }
     s.push_str(
-        " Ticks are thinned to one per pixel column; a red tick marks a lost block's store (file rows) or the write that carried it (log lane).</p>\n",
+        " Ticks are thinned to one per pixel column; a red tick marks a lost block's store (file rows) or the write that carried it (log lane); \
+         a dark red triangle on the flush lane marks a crash state that failed a check (hover for its seq and problem).</p>\n",
     );
     s
 }
@@ -631,6 +698,22 @@ pub fn svg(t: &RoundTimeline) -> String {
             "#2e7d32",
             1.2,
         );
+        // Bad crash states: a triangle above the flush they are at.
+        for b in &t.bad_states {
+            let x = xt(b.t);
+            let yb = y + ROW;
+            let _ = write!(
+                s,
+                "<path class=\"bad-state\" d=\"M{:.1} {:.1} L{:.1} {:.1} L{:.1} {:.1} Z\" fill=\"#b71c1c\"><title>{}</title></path>",
+                x - 5.0,
+                yb,
+                x + 5.0,
+                yb,
+                x,
+                yb + 9.0,
+                esc(&b.title)
+            );
+        }
         let mut last_label = f64::NEG_INFINITY;
         let mut lift = 0.0;
         for (name, m) in &t.marks {
@@ -676,6 +759,7 @@ pub fn svg(t: &RoundTimeline) -> String {
         ("#9e9e9e", "logged write", false),
         ("#2e7d32", "flush", false),
         ("#f57c00", "mark", false),
+        ("#b71c1c", "bad crash state", false),
     ];
     let mut lx = 500.0;
     for (color, label, rect) in items {
@@ -758,5 +842,77 @@ mod tests {
         assert!(s.contains("guest CLOCK_MONOTONIC (s)</text>"));
         assert!(!s.contains("write log clock"));
         assert!(s.contains("r0/f0 (1 lost)"));
+    }
+
+    fn one_bad_state() -> crash::CrashReport {
+        crash::CrashReport {
+            schema: crash::SCHEMA.into(),
+            states_checked: 12,
+            after_flush: 3,
+            reordered: 9,
+            flushes: 3,
+            bad: vec![crash::BadState {
+                state: crash::CrashState {
+                    seq: 77,
+                    kind: crash::StateKind::Reordered {
+                        dropped: vec![70, 72],
+                    },
+                    mark_before: Some("round-0-start".into()),
+                },
+                findings: crash::StateFindings {
+                    journal_replay: Some("<bad> journal".into()),
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_crash_states_are_marked_on_the_flush_lane() {
+        let report = one_bad_state();
+        let scan = LogScan {
+            flushes: vec![(10, 2_000_000), (77, 6_000_000)],
+            ..Default::default()
+        };
+        let marks = timeline::bad_state_marks(&report, &scan);
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[0].t, 6_000_000, "placed at its FLUSH record's time");
+        assert!(marks[0].title.contains("seq 77"), "{}", marks[0].title);
+        let t = RoundTimeline {
+            round: 0,
+            t0: 0,
+            t1: 10_000_000,
+            aligned: true,
+            bad_states: marks,
+            ..Default::default()
+        };
+        let s = svg(&t);
+        assert_eq!(s.matches("class=\"bad-state\"").count(), 1);
+        assert!(s.contains("2 unflushed writes dropped"), "{s}");
+        assert!(s.contains("bad crash state</text>"), "legend");
+        // A state whose seq has no flush in the scan is left out rather than misplaced.
+        let none = timeline::bad_state_marks(
+            &report,
+            &LogScan {
+                flushes: vec![(10, 2_000_000)],
+                ..Default::default()
+            },
+        );
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn crash_section_lists_the_bad_state_and_its_replay_command() {
+        let h = crash_section(&one_bad_state(), "runs/x");
+        assert!(h.contains("12 crash states checked"), "{h}");
+        assert!(h.contains("1 bad."), "{h}");
+        assert!(
+            h.contains("e4race replay runs/x --to seq:77 --drop 70,72"),
+            "{h}"
+        );
+        assert!(h.contains("&lt;bad&gt;") || !h.contains("<bad>"), "escaped");
+        let clean = crash_section(&crash::CrashReport::default(), "runs/x");
+        assert!(clean.contains("0 bad.") && !clean.contains("<table>"));
     }
 }

@@ -35,7 +35,7 @@ pub use inspect::{format_mapping, inspect, Mapping};
 /// The JUnit data model `junit.xml` is written with (also reads it back).
 pub use quick_junit;
 pub use rundir::RunDir;
-pub use timeline::{Alignment, RoundTimeline};
+pub use timeline::{bad_state_marks, Alignment, BadStateMark, RoundTimeline};
 
 use std::path::{Path, PathBuf};
 

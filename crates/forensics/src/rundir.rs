@@ -27,6 +27,8 @@ pub struct RunDir {
     pub fsck: Option<E2fsckReport>,
     pub run_id: Option<u64>,
     pub run_id_source: Option<RunIdSource>,
+    /// crash.json, when crash states were checked (`--crash-states`, `e4race crash`).
+    pub crash: Option<crash::CrashReport>,
     /// What could not be loaded (the rest still was).
     pub warnings: Vec<String>,
 }
@@ -69,6 +71,21 @@ impl RunDir {
             .iter()
             .filter(|f| f.class() == FindingClass::DataLoss && f.lost_block().is_none())
             .count();
+        let cp = dir.join("crash.json");
+        let crash = if cp.is_file() {
+            match read(&cp).and_then(|t| {
+                serde_json::from_str::<crash::CrashReport>(&t)
+                    .map_err(|source| Error::Json { path: cp, source })
+            }) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let fsck = match std::fs::read_to_string(dir.join("e2fsck.txt")) {
             Ok(t) => Some(parse_e2fsck_txt(&t)),
             Err(_) => None,
@@ -82,6 +99,7 @@ impl RunDir {
             fsck,
             run_id: None,
             run_id_source: None,
+            crash,
             warnings,
         };
         (run.run_id, run.run_id_source) = match run.find_run_id() {

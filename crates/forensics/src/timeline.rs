@@ -188,6 +188,47 @@ pub struct RoundTimeline {
     pub marks: Vec<(String, i64)>,
     /// Log times of the writes that carried this round's lost blocks.
     pub lost_writes: Vec<i64>,
+    /// Crash states that failed a check, at the time of their FLUSH record.
+    pub bad_states: Vec<BadStateMark>,
+}
+
+/// A bad crash state on the timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadStateMark {
+    /// Log ns of the FLUSH the state is at.
+    pub t: i64,
+    /// Tooltip: seq, kind of state, problem.
+    pub title: String,
+}
+
+/// The bad states of crash.json placed at their FLUSH records' log times (states whose seq
+/// the scan has no flush for are left out).
+pub fn bad_state_marks(report: &crash::CrashReport, scan: &LogScan) -> Vec<BadStateMark> {
+    let times: std::collections::HashMap<u64, u64> = scan.flushes.iter().copied().collect();
+    report
+        .bad
+        .iter()
+        .filter_map(|b| {
+            let t = *times.get(&b.state.seq)?;
+            let kind = match &b.state.kind {
+                crash::StateKind::AfterFlush => "after the flush".to_string(),
+                crash::StateKind::Reordered { dropped } => {
+                    format!(
+                        "before the flush, {} unflushed writes dropped",
+                        dropped.len()
+                    )
+                }
+            };
+            Some(BadStateMark {
+                t: signed(t),
+                title: format!(
+                    "bad crash state at seq {} ({kind}): {}",
+                    b.state.seq,
+                    b.findings.summary()
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Builds one timeline per round.
@@ -196,6 +237,7 @@ pub fn rounds(
     scan: Option<&LogScan>,
     ev: Option<&Evidence>,
     align: Option<&Alignment>,
+    bad: &[BadStateMark],
 ) -> Vec<RoundTimeline> {
     let (aligned, off) = match align {
         Some(a) if scan.is_some() => (true, a.offset_ns),
@@ -274,7 +316,7 @@ pub fn rounds(
         let pad = ((t1 - t0) / 50).max(1_000_000);
         let (t0, t1) = (t0 - pad, t1 + pad);
         let inside = |t: i64| t >= t0 && t <= t1;
-        let (mut writes, mut flushes, mut marks) = (vec![], vec![], vec![]);
+        let (mut writes, mut flushes, mut marks, mut bad_states) = (vec![], vec![], vec![], vec![]);
         if let (true, Some(s)) = (aligned, scan) {
             writes = s
                 .write_times
@@ -294,6 +336,7 @@ pub fn rounds(
                 .map(|m| (m.name.clone(), signed(m.time_ns)))
                 .filter(|m| inside(m.1))
                 .collect();
+            bad_states = bad.iter().filter(|b| inside(b.t)).cloned().collect();
         }
         out.push(RoundTimeline {
             round: r.round,
@@ -306,6 +349,7 @@ pub fn rounds(
             flushes,
             marks,
             lost_writes,
+            bad_states,
         });
     }
     out

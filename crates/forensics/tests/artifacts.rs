@@ -253,3 +253,60 @@ fn junit_lets_known_issues_pass_unless_strict() {
         "{xml}"
     );
 }
+
+#[test]
+fn html_reports_crash_states_and_marks_bad_ones_on_the_timeline() {
+    let t = tempfile::tempdir().unwrap();
+    common::make_run(t.path(), true);
+    let scan = forensics::scan_log(&t.path().join("writes.log"), &Default::default()).unwrap();
+    let &(seq, _) = scan.flushes.last().expect("the fixture has flushes");
+    let report = crash::CrashReport {
+        schema: crash::SCHEMA.into(),
+        states_checked: 6,
+        after_flush: 2,
+        reordered: 4,
+        flushes: 2,
+        bad: vec![crash::BadState {
+            state: crash::CrashState {
+                seq,
+                kind: crash::StateKind::AfterFlush,
+                mark_before: Some("workload-start".into()),
+            },
+            findings: crash::StateFindings {
+                unreadable: Some("no superblock".into()),
+                ..Default::default()
+            },
+        }],
+        ..Default::default()
+    };
+    std::fs::write(
+        t.path().join("crash.json"),
+        serde_json::to_string(&report).unwrap(),
+    )
+    .unwrap();
+    forensics::write_artifacts(t.path()).unwrap();
+    let h = std::fs::read_to_string(t.path().join("report.html")).unwrap();
+    assert!(h.contains("6 crash states checked"), "counts");
+    assert!(
+        h.contains(&format!("--to seq:{seq} --out crash.img")),
+        "the replay command of the first bad state"
+    );
+    let svg_start = h.find("<svg").unwrap();
+    let svg = &h[svg_start..];
+    assert_eq!(
+        svg.matches("class=\"bad-state\"").count(),
+        1,
+        "the bad state is on the round's timeline"
+    );
+
+    // A crash.json that does not parse is a warning; the page is still written, without it.
+    std::fs::write(t.path().join("crash.json"), "{").unwrap();
+    let a = forensics::write_artifacts(t.path()).unwrap();
+    assert!(
+        a.warnings.iter().any(|w| w.contains("crash.json")),
+        "{:?}",
+        a.warnings
+    );
+    let h = std::fs::read_to_string(t.path().join("report.html")).unwrap();
+    assert!(!h.contains("crash states checked"));
+}
