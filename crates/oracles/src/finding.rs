@@ -327,6 +327,7 @@ mod tests {
                     error: 0,
                     return_value: 0,
                     flags_before: 0,
+                    ..Default::default()
                 }),
                 after: InodeAfter {
                     flags: 0,

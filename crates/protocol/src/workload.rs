@@ -15,6 +15,38 @@ pub enum MigrateDriver {
     Chattr,
 }
 
+/// Which way a migrate-mmap file is converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrateDirection {
+    /// Indirect → extents: EXT4_IOC_MIGRATE (ext4_ext_migrate()), or `chattr +e`.
+    #[default]
+    ToExtents,
+    /// Extents → indirect: FS_IOC_SETFLAGS without EXT4_EXTENTS_FL (ext4_ind_migrate()), or
+    /// `chattr -e`. ext4_ind_migrate() converts only a file with at most one extent that
+    /// ends below block 12 (EXT4_NDIR_BLOCKS), so these files are 12 blocks: a leading hole,
+    /// one prefilled run, holes after it.
+    ToIndirect,
+    /// Both in one run: even files go to extents, odd files to indirect.
+    Both,
+}
+
+impl MigrateDirection {
+    /// The direction file `file_id` is converted in.
+    pub fn for_file(self, file_id: u32) -> MigrateDirection {
+        match self {
+            MigrateDirection::Both if file_id % 2 == 1 => MigrateDirection::ToIndirect,
+            MigrateDirection::Both => MigrateDirection::ToExtents,
+            d => d,
+        }
+    }
+}
+
+/// ext4's direct block pointers in i_data (fs/ext4/ext4.h EXT4_NDIR_BLOCKS): the most a file
+/// converted by ext4_ind_migrate() may span.
+pub const EXT4_NDIR_BLOCKS: u64 = 12;
+
 /// Which 4 KiB blocks of a fresh file start as holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -54,6 +86,8 @@ pub struct MigrateMmapParams {
     /// commits in the middle of it (0: only the kernel's own commits).
     #[serde(default)]
     pub commit_ms: u32,
+    #[serde(default)]
+    pub direction: MigrateDirection,
 }
 
 /// What every race workload (migrate-mmap, defrag-mmap) shares: where it works, the tags'
@@ -199,6 +233,9 @@ pub struct MigrateCall {
     pub return_value: i64,
     /// FS_IOC_GETFLAGS before the call (after it: [`InodeAfter::flags`]).
     pub flags_before: u32,
+    /// Which way the call converts (to extents for records written before directions).
+    #[serde(default)]
+    pub direction: MigrateDirection,
 }
 
 /// The inode once the race is over (after the migration, or after the last move).
@@ -335,6 +372,7 @@ mod tests {
                 error: 0,
                 return_value: 0,
                 flags_before: 0,
+                ..Default::default()
             }),
             after: InodeAfter {
                 flags: 0x80000,

@@ -9,7 +9,9 @@
 //! instead. On a correct kernel we therefore expect no lost block, but some EAGAINs and
 //! writes inside the migration windows (the exercise counters that show the race ran).
 
-use e4race_protocol::{Command, HolePattern, MigrateDriver, MigrateMmapParams, RaceResult};
+use e4race_protocol::{
+    Command, HolePattern, MigrateDirection, MigrateDriver, MigrateMmapParams, RaceResult,
+};
 
 use crate::report::{Exercise, HostCheck, MigrateExercise};
 use crate::scenarios::race::{RaceArgs, RaceScenario};
@@ -36,6 +38,13 @@ pub struct MigrateMmapArgs {
     /// 0: only the kernel's commits.
     #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=60_000))]
     pub commit_ms: u32,
+    /// Which way files are converted. to-extents: EXT4_IOC_MIGRATE (ext4_ext_migrate()).
+    /// to-indirect: clearing EXT4_EXTENTS_FL (`chattr -e`, ext4_ind_migrate()), which only
+    /// converts a file of one extent below block 12, so those files are 12 blocks with a
+    /// leading hole, one prefilled run and holes after it (--size-mib and --holes do not
+    /// apply to them). both: even files to extents, odd files to indirect.
+    #[arg(long, value_enum, default_value = "to-extents")]
+    pub direction: MigrateDirection,
 }
 
 impl RaceScenario for MigrateMmapArgs {
@@ -53,6 +62,8 @@ impl RaceScenario for MigrateMmapArgs {
                 "chattr",
                 "--commit-ms",
                 "20",
+                "--direction",
+                "both",
             ]
             .map(String::from),
         );
@@ -69,6 +80,8 @@ impl RaceScenario for MigrateMmapArgs {
             super::value_name(self.driver),
             "--commit-ms".into(),
             self.commit_ms.to_string(),
+            "--direction".into(),
+            super::value_name(self.direction),
         ]
     }
 
@@ -84,8 +97,14 @@ impl RaceScenario for MigrateMmapArgs {
             hole_pattern: self.holes,
             driver: self.driver,
             commit_ms: self.commit_ms,
+            direction: self.direction,
         };
-        let what = format!("EXT4_IOC_MIGRATE ({})", super::value_name(params.driver));
+        let what = match params.direction {
+            MigrateDirection::ToExtents => "EXT4_IOC_MIGRATE",
+            MigrateDirection::ToIndirect => "ext4_ind_migrate",
+            MigrateDirection::Both => "EXT4_IOC_MIGRATE and ext4_ind_migrate",
+        };
+        let what = format!("{what} ({})", super::value_name(params.driver));
         (what, Command::MigrateMmap(params))
     }
 
@@ -97,10 +116,13 @@ impl RaceScenario for MigrateMmapArgs {
         let files: Vec<_> = r.rounds.iter().flat_map(|x| x.files.iter()).collect();
         let mut migrations: std::collections::BTreeMap<String, usize> = Default::default();
         for m in files.iter().filter_map(|f| f.migration.as_ref()) {
-            let k = match m.error {
+            let mut k = match m.error {
                 0 => "ok".to_string(),
                 e => nix::errno::Errno::from_raw(e).to_string(),
             };
+            if m.direction == MigrateDirection::ToIndirect {
+                k = format!("to-indirect {k}");
+            }
             *migrations.entry(k).or_default() += 1;
         }
         let window_ms: f64 = files

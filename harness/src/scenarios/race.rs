@@ -19,8 +19,10 @@ pub struct RaceArgs {
     /// Files raced at once in each round (each with its own writers and remapping thread).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub files: u32,
-    /// mmap writer threads per file.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// mmap writer threads per file. 0: no writers, the remapping runs alone and the holes
+    /// stay holes (a baseline for conversion bugs that need no race, such as a migration's
+    /// own metadata).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..))]
     pub writers: u32,
     /// Rounds per boot, on fresh files each time.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]

@@ -73,6 +73,7 @@ pub fn records(specs: &[Spec]) -> Vec<RoundRecord> {
                 error: 0,
                 return_value: 0,
                 flags_before: 0,
+                ..Default::default()
             }),
             after: InodeAfter {
                 flags: 0x80000,
