@@ -376,6 +376,15 @@ pub fn resolve_mutant(
     };
     let m = mutant::Mutant::find(&root, name).map_err(err)?;
     let patch = m.patch_for(series).map_err(err)?.to_path_buf();
+    // `validate` runs the mutant with the knobs its mutant.toml names; `run` takes the
+    // command line as given, so say what reaches the mechanism.
+    if !m.args.is_empty() {
+        eprintln!(
+            "note: mutant {name} is validated as `{} {}` (its mutant.toml); `e4race validate` adds these knobs, `run` does not",
+            m.scenario,
+            m.args.join(" ")
+        );
+    }
     Ok(Ext4Module::Mutant {
         name: name.to_string(),
         mutants_dir,

@@ -444,15 +444,15 @@ pub(crate) fn leaked_inodes(
         |r: &BitmapRange| r.sign == Sign::Minus && (r.start..=r.end).all(|i| leaked.contains(&i));
     let block_bit =
         |r: &BitmapRange| r.sign == Sign::Minus && (r.start..=r.end).all(|b| blocks.contains(&b));
-    let csum: Vec<String> = leaked
-        .iter()
-        .map(|i| format!("Inode {i} passes checks, but checksum does not match inode."))
-        .collect();
     let kept = findings
         .into_iter()
         .filter_map(|f| match f {
             FsckFinding::DeletedInodeZeroDtime { ino } if leaked.contains(&ino) => None,
-            FsckFinding::Other { ref text } if csum.contains(text) => None,
+            FsckFinding::ChecksumMismatch {
+                ino: Some(i),
+                ref object,
+                ..
+            } if object == "inode" && leaked.contains(&i) => None,
             FsckFinding::InodeBitmapDifferences { ranges } => {
                 let rest: Vec<_> = ranges.into_iter().filter(|r| !inode_bit(r)).collect();
                 (!rest.is_empty()).then_some(FsckFinding::InodeBitmapDifferences { ranges: rest })

@@ -116,6 +116,10 @@ impl Finding {
                 crate::FsckFinding::Other { text } => {
                     format!("e2fsck:{}", crate::signature::without_numbers(text))
                 }
+                // What failed its checksum tells bugs apart (an extent block, an inode, ...).
+                crate::FsckFinding::ChecksumMismatch { object, .. } => {
+                    format!("e2fsck:checksum-mismatch:{object}")
+                }
                 _ => format!("e2fsck:{}", serde_kind(f)),
             },
             Finding::ApiPostcondition { check, .. } => check.clone(),

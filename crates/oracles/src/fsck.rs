@@ -143,6 +143,19 @@ pub enum FsckFinding {
         name: String,
         ino: u64,
     },
+    /// A metadata_csum failure: "Inode N passes checks, but checksum does not match inode.",
+    /// "Inode N extent block passes checks, but checksum does not match extent" followed by
+    /// "(logical block L, physical block P, len N)", "... directory passes checks but fails
+    /// checksum." `object` is what failed ("inode", "extent block", ...). e2fsck's pass 1
+    /// checks the structure first and the checksum last, so these are blocks whose contents
+    /// are sound but whose checksum was computed with another seed or not updated.
+    ChecksumMismatch {
+        ino: Option<u64>,
+        object: String,
+        lblk: Option<u64>,
+        pblk: Option<u64>,
+        len: Option<u64>,
+    },
     /// Anything not recognized, one line each.
     Other {
         text: String,
@@ -165,6 +178,7 @@ impl FsckFinding {
             | FsckFinding::UnattachedInode { ino, .. }
             | FsckFinding::DeletedInodeZeroDtime { ino }
             | FsckFinding::EntryDeletedInode { ino, .. } => Some(*ino),
+            FsckFinding::ChecksumMismatch { ino, .. } => *ino,
             // "Inode 13 extent tree (at level 1) could be narrower."
             FsckFinding::Other { text } => text
                 .strip_prefix("Inode ")?
@@ -205,6 +219,22 @@ impl FsckFinding {
                     .map(BitmapRange::len)
                     .sum();
                 format!("block bitmap differences: {minus} allocated but unowned (-), {plus} owned but free (+)")
+            }
+            FsckFinding::ChecksumMismatch {
+                ino,
+                object,
+                lblk,
+                pblk,
+                len,
+            } => {
+                let mut s = match ino {
+                    Some(i) => format!("inode {i}: {object} checksum does not match"),
+                    None => format!("{object}: checksum does not match"),
+                };
+                if let (Some(l), Some(p), Some(n)) = (lblk, pblk, len) {
+                    s.push_str(&format!(" (logical block {l}, physical block {p}, len {n})"));
+                }
+                s
             }
             FsckFinding::Other { text } => text.clone(),
             other => format!("{other:?}"),
@@ -304,6 +334,26 @@ pub fn parse_e2fsck_output(exit_code: i32, text: &str) -> E2fsckReport {
                         lblk: n.first().copied(),
                         pblk: n.get(1).copied(),
                         len: n.get(2).copied(),
+                    }
+                }
+                // "Inode N extent block passes checks, but checksum does not match extent"
+                // names the extent on the next, indented line.
+                FsckFinding::ChecksumMismatch {
+                    ino,
+                    object,
+                    lblk: None,
+                    ..
+                } => {
+                    let detail = lines
+                        .next_if(|l| l.starts_with(['\t', ' ']) && l.contains("logical block"))
+                        .map(|l| numbers(l.trim()))
+                        .unwrap_or_default();
+                    FsckFinding::ChecksumMismatch {
+                        ino,
+                        object,
+                        lblk: detail.first().copied(),
+                        pblk: detail.get(1).copied(),
+                        len: detail.get(2).copied(),
                     }
                 }
                 FsckFinding::MultiplyClaimedFile { ino, path, .. } => {
@@ -556,6 +606,30 @@ fn parse_line(line: &str) -> Option<FsckFinding> {
     if line.starts_with("Deleted inode ") && line.contains("has zero dtime") {
         return Some(DeletedInodeZeroDtime { ino: *n.first()? });
     }
+    if line.contains("checksum does not match") || line.contains("fails checksum") {
+        // e2fsck's problem table (e2fsck/problem.c): "@i %i passes checks, but checksum does
+        // not match @i", "@i %i @x @b passes checks, but checksum does not match @x", "@d @i %i,
+        // %B, offset %N: @d passes checks but fails checksum", ...
+        let (ino, object) = match line.strip_prefix("Inode ") {
+            Some(rest) => {
+                let (num, tail) = rest.split_once(' ')?;
+                let object = tail.split("passes checks").next().unwrap_or("").trim();
+                let object = if object.is_empty() { "inode" } else { object };
+                (num.trim_end_matches(',').parse().ok(), object.to_string())
+            }
+            None if line.starts_with("Directory inode ") => {
+                (n.first().copied(), "directory block".to_string())
+            }
+            None => (None, crate::signature::without_numbers(line)),
+        };
+        return Some(ChecksumMismatch {
+            ino,
+            object,
+            lblk: None,
+            pblk: None,
+            len: None,
+        });
+    }
     if let Some(rest) = line.strip_prefix("Entry '") {
         let (name, tail) = rest.split_once("' in ")?;
         let (dir, tail) = tail.split_once(" (")?;
@@ -678,6 +752,50 @@ mod tests {
         assert!(!r.clean);
         assert!(
             matches!(&r.findings[0], FsckFinding::Other { text } if text.contains("Bad magic"))
+        );
+    }
+
+    #[test]
+    fn checksum_mismatches_are_classified_with_their_extent() {
+        let out = "Pass 1: Checking inodes, blocks, and sizes\n\
+Inode 13 extent block passes checks, but checksum does not match extent\n\
+\t(logical block 678, physical block 36470, len 1)\n\
+Fix? no\n\n\
+Inode 14 passes checks, but checksum does not match inode.  Fix? no\n\n\
+Directory inode 2, block #0, offset 0: directory passes checks but fails checksum.\n\
+Fix? no\n";
+        let r = parse_e2fsck_output(4, out);
+        assert_eq!(
+            r.findings,
+            vec![
+                FsckFinding::ChecksumMismatch {
+                    ino: Some(13),
+                    object: "extent block".into(),
+                    lblk: Some(678),
+                    pblk: Some(36470),
+                    len: Some(1),
+                },
+                FsckFinding::ChecksumMismatch {
+                    ino: Some(14),
+                    object: "inode".into(),
+                    lblk: None,
+                    pblk: None,
+                    len: None,
+                },
+                FsckFinding::ChecksumMismatch {
+                    ino: Some(2),
+                    object: "directory block".into(),
+                    lblk: None,
+                    pblk: None,
+                    len: None,
+                },
+            ],
+            "{r:#?}"
+        );
+        assert_eq!(r.findings[0].ino(), Some(13));
+        assert_eq!(
+            r.findings[0].summary(),
+            "inode 13: extent block checksum does not match (logical block 678, physical block 36470, len 1)"
         );
     }
 
