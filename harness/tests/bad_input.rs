@@ -94,14 +94,14 @@ fn help_teaches() {
 }
 
 /// Zero rounds, files or sizes are refused as usage errors (exit 2, no run directory),
-/// not quietly raised to 1.
+/// not quietly raised to 1. (`--writers 0` is valid: the remapping runs alone.)
 #[test]
 fn zero_counts_are_usage_errors() {
     for (scenario, flag) in [
         ("migrate-mmap", "--rounds"),
         ("migrate-mmap", "--files"),
         ("migrate-mmap", "--size-mib"),
-        ("migrate-mmap", "--writers"),
+        ("defrag-mmap", "--files"),
         ("defrag-mmap", "--move-blocks"),
         ("defrag-mmap", "--rounds"),
     ] {

@@ -182,3 +182,146 @@ fn vm_validate_is_a_suite_with_a_detection_table() {
     assert!(s.jobs.iter().all(|j| j.ok), "{s:?}");
     assert!(out.join("index.html").exists() && out.join("junit.xml").exists());
 }
+
+/// The flags (FS_IOC_GETFLAGS) bit of an extent-mapped inode, EXT4_EXTENTS_FL.
+const EXTENTS_FL: u32 = 0x0008_0000;
+
+/// The workload record a run left (the rounds the guest finished).
+fn workload(dir: &std::path::Path) -> e4race_protocol::RaceResult {
+    serde_json::from_slice(&std::fs::read(dir.join("workload.json")).unwrap()).unwrap()
+}
+
+/// The `chattr -e` family: ext4_ind_migrate() with 8974fec7d72e reverted
+/// (vm-images/mutants/ind-migrate-leading-hole) copies the file's one extent into i_data[0..len)
+/// whatever logical block the extent starts at. `--direction to-indirect` gives every file a
+/// run of blocks after a leading hole of 1 to 4 blocks, inside the 12 direct pointers.
+///
+/// Invariant (any seed; writers are off, so nothing else moves the blocks): every file whose
+/// conversion succeeded (flags lose EXTENTS_FL) loses exactly the blocks of its run, and no
+/// other file loses any. Block `start + i` now reads block `i`'s mapping: the data of block
+/// `start + (i - start)` or, past the run's length, a hole. Which files convert is not part of
+/// the invariant: ext4_ind_migrate() refuses (EOPNOTSUPP) a run that was allocated as two
+/// extents, which happened to 2 of 12 files in one stock run.
+#[test]
+fn vm_mutant_ind_migrate_leading_hole_loses_every_block_of_a_converted_run() {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(
+        &[
+            "run",
+            "migrate-mmap",
+            "--mutant",
+            "ind-migrate-leading-hole",
+            "--direction",
+            "to-indirect",
+            "--writers",
+            "0",
+            "--rounds",
+            "2",
+            "--seed",
+            "7",
+        ],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let dir = run_dir(runs.path());
+    let r = report(&dir);
+    assert_eq!(r.verdict, Verdict::BugFound);
+    assert_eq!(r.mutant.as_deref(), Some("ind-migrate-leading-hole"));
+    let lost: std::collections::BTreeSet<(u32, u32, u64)> = r
+        .findings
+        .iter()
+        .filter_map(|f| f.lost_block())
+        .map(|b| (b.round, b.file_id, b.lblk))
+        .collect();
+    let mut converted = 0;
+    for round in workload(&dir).rounds {
+        for f in &round.files {
+            let m = f.migration.as_ref().expect("every file is migrated");
+            let ok = m.error == 0 && f.after.flags & EXTENTS_FL == 0;
+            let lost_here: Vec<u64> = lost
+                .iter()
+                .filter(|&&(r, id, _)| r == round.round && id == f.file_id)
+                .map(|&(_, _, b)| b)
+                .collect();
+            assert!(f.prefilled.first().is_some_and(|&b| b >= 1), "{f:?}");
+            if ok {
+                converted += 1;
+                assert_eq!(lost_here, f.prefilled, "r{}/f{}", round.round, f.file_id);
+            } else {
+                assert!(
+                    lost_here.is_empty(),
+                    "unconverted file lost {lost_here:?}: {f:?}"
+                );
+            }
+        }
+    }
+    assert!(converted > 0, "no file was converted: {r:?}");
+}
+
+/// The checksum family: EXT4_IOC_MIGRATE with e81c9302a6c3 reverted
+/// (vm-images/mutants/migrate-tmp-csum-seed) builds the extent tree in a temporary inode that
+/// has not been given the original inode's checksum seed (metadata_csum is mkfs.ext4's
+/// default). A 1 MiB file with alternate holes has 128 extents, more than fit in the inode,
+/// so its tree has a leaf block, checksummed with the wrong seed.
+///
+/// Invariant (any seed; no writers, so every migration completes or fails as a whole): every
+/// migration that succeeded leaves e2fsck a checksum mismatch on that file's extent block, and
+/// no data is lost (the tree itself maps the right blocks).
+#[test]
+fn vm_mutant_migrate_tmp_csum_seed_fails_the_checksum_of_every_migrated_tree() {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(
+        &[
+            "run",
+            "migrate-mmap",
+            "--mutant",
+            "migrate-tmp-csum-seed",
+            "--writers",
+            "0",
+            "--size-mib",
+            "1",
+            "--rounds",
+            "2",
+            "--seed",
+            "7",
+        ],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let dir = run_dir(runs.path());
+    let r = report(&dir);
+    assert_eq!(r.verdict, Verdict::BugFound);
+    assert_eq!(r.mutant.as_deref(), Some("migrate-tmp-csum-seed"));
+    assert!(r.findings.iter().all(|f| f.lost_block().is_none()), "{r:?}");
+    let bad_trees: std::collections::BTreeSet<u64> = r
+        .findings
+        .iter()
+        .filter_map(|f| match &f.oracle {
+            oracles::Finding::FsCorruption(oracles::FsckFinding::ChecksumMismatch {
+                ino: Some(i),
+                object,
+                ..
+            }) if object == "extent block" => Some(*i),
+            _ => None,
+        })
+        .collect();
+    let mut migrated = 0;
+    for round in workload(&dir).rounds {
+        for f in &round.files {
+            let m = f.migration.as_ref().expect("every file is migrated");
+            if m.error == 0 && f.after.flags & EXTENTS_FL != 0 {
+                migrated += 1;
+                assert!(
+                    bad_trees.contains(&f.ino),
+                    "r{}/f{} (inode {}) migrated but its tree passed: {bad_trees:?}",
+                    round.round,
+                    f.file_id,
+                    f.ino
+                );
+            }
+        }
+    }
+    assert!(migrated > 0, "no migration succeeded: {r:?}");
+}

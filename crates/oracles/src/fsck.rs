@@ -232,7 +232,9 @@ impl FsckFinding {
                     None => format!("{object}: checksum does not match"),
                 };
                 if let (Some(l), Some(p), Some(n)) = (lblk, pblk, len) {
-                    s.push_str(&format!(" (logical block {l}, physical block {p}, len {n})"));
+                    s.push_str(&format!(
+                        " (logical block {l}, physical block {p}, len {n})"
+                    ));
                 }
                 s
             }

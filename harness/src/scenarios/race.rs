@@ -38,6 +38,27 @@ pub struct RaceArgs {
     /// allocation waits for writeback, which migration excludes (docs/facts.md §4).
     #[arg(long, default_value = "nodelalloc")]
     pub mount_options: String,
+    /// Extra mkfs.ext4 options, after `-b 4096`: features (`-O ^metadata_csum`, `-O
+    /// bigalloc -C 16384`), `-E` extended options, `-J size=N`. Empty: mke2fs.conf's defaults
+    /// (with metadata_csum, extent, 64bit). The block size stays 4096: block tags are 4 KiB.
+    #[arg(long, default_value = "", allow_hyphen_values = true, value_parser = parse_mkfs_options)]
+    pub mkfs_options: String,
+}
+
+/// Checks `--mkfs-options`: whitespace-separated words, no block size of its own.
+fn parse_mkfs_options(s: &str) -> Result<String, String> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    if let Some(w) = words.iter().find(|w| w.starts_with("-b")) {
+        return Err(format!(
+            "{w}: the block size is fixed at 4096 (the agent tags and checks 4 KiB blocks)"
+        ));
+    }
+    if let Some(w) = words.first().filter(|w| !w.starts_with('-')) {
+        return Err(format!(
+            "{w}: expected an option (e.g. `-O ^metadata_csum`); the device is the test disk"
+        ));
+    }
+    Ok(words.join(" "))
 }
 
 impl RaceArgs {
@@ -69,6 +90,9 @@ impl RaceArgs {
             "--mount-options".into(),
             self.mount_options.clone(),
         ];
+        if !self.mkfs_options.is_empty() {
+            v.extend(["--mkfs-options".into(), self.mkfs_options.clone()]);
+        }
         if let Some(s) = seed.or(self.seed) {
             v.extend(["--seed".into(), s.to_string()]);
         }
@@ -92,6 +116,8 @@ impl RaceArgs {
             "42",
             "--mount-options",
             mount_options,
+            "--mkfs-options",
+            "-O ^metadata_csum",
         ]
         .map(String::from)
         .to_vec()
@@ -183,7 +209,12 @@ async fn drive(
     }
     let run_id = workload.race_shape().map_or(0, |s| s.run_id);
     let mount_options = race.mount_options.as_str();
-    session.fresh_ext4(ctx, &[], mount_options).await?;
+    let mkfs_args: Vec<String> = race
+        .mkfs_options
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    session.fresh_ext4(ctx, &mkfs_args, mount_options).await?;
     ctx.disk.mark("workload-start");
     let (disk, done) = (&ctx.disk, &mut ctx.rounds_done);
     let p = ctx.progress.clone();
@@ -231,4 +262,20 @@ async fn drive(
         exercise: exercise(&result, host),
         findings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mkfs_options;
+
+    #[test]
+    fn mkfs_options_are_words_without_a_block_size() {
+        assert_eq!(
+            parse_mkfs_options("  -O ^metadata_csum   -E lazy_itable_init=0 "),
+            Ok("-O ^metadata_csum -E lazy_itable_init=0".into())
+        );
+        assert_eq!(parse_mkfs_options(""), Ok(String::new()));
+        assert!(parse_mkfs_options("-b 1024").unwrap_err().contains("4096"));
+        assert!(parse_mkfs_options("/dev/vdb").is_err());
+    }
 }
