@@ -325,3 +325,74 @@ fn vm_mutant_migrate_tmp_csum_seed_fails_the_checksum_of_every_migrated_tree() {
     }
     assert!(migrated > 0, "no migration succeeded: {r:?}");
 }
+
+/// move-moved-len (55583e899a53 reverted): `moved_len` is `o_start - orig_blk` again instead of
+/// the sum of what move_extent_per_page() swapped.
+///
+/// Invariant (any seed; no writers and no preallocation, so a block that was a hole stays one
+/// and every other block holds data for the whole call): a successful EXT4_IOC_MOVE_EXT call
+/// over a range with both data and holes reports a wrong `moved_len`, either the whole range
+/// (the holes counted as moved) or 0 (the loop left through `goto out` at a trailing hole);
+/// a range of data only or holes only reports the right number. So the agent's moved_len
+/// checks fail exactly once per mixed range, and never otherwise.
+#[test]
+fn vm_mutant_move_moved_len_miscounts_every_range_with_holes() {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(
+        &[
+            "run",
+            "defrag-mmap",
+            "--mutant",
+            "move-moved-len",
+            "--prealloc=false",
+            "--writers",
+            "0",
+            "--rounds",
+            "2",
+            "--seed",
+            "7",
+            "--duration",
+            "0",
+        ],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let dir = run_dir(runs.path());
+    let r = report(&dir);
+    assert_eq!(r.verdict, Verdict::BugFound);
+    assert_eq!(r.mutant.as_deref(), Some("move-moved-len"));
+    let mut mixed_total = 0;
+    for round in workload(&dir).rounds {
+        for f in &round.files {
+            let data: std::collections::BTreeSet<u64> = f.prefilled.iter().copied().collect();
+            let mixed = f
+                .moves
+                .iter()
+                .filter(|m| m.error == 0 && !m.e4defrag)
+                .filter(|m| {
+                    let n = data.range(m.orig_start..m.orig_start + m.len).count() as u64;
+                    n > 0 && n < m.len
+                })
+                .count();
+            let failed = f
+                .postconditions
+                .iter()
+                .filter(|p| p.check.starts_with("move-ext-moved-len"))
+                .count();
+            assert_eq!(
+                failed, mixed,
+                "r{}/f{}: {failed} moved_len failures for {mixed} ranges with data and holes: {:?}",
+                round.round, f.file_id, f.postconditions
+            );
+            mixed_total += mixed;
+        }
+    }
+    assert!(mixed_total > 0, "no range had both data and holes");
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.class() == FindingClass::ApiPostcondition),
+        "{r:?}"
+    );
+}

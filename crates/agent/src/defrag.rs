@@ -309,23 +309,31 @@ fn run_e4defrag(path: &str, nblocks: u64) -> MoveCall {
     }
 }
 
-fn check_postconditions(
-    f: &File,
-    size: u64,
-    tag: &dyn Fn(u64, u32) -> BlockTag,
-    move_ext: bool,
-    r: &mut FileRecord,
-) -> AResult<()> {
-    let mut fails = Vec::new();
-    // ext4_move_extents() adds to moved_len only the blocks it moved: holes in the range are
-    // skipped (fs/ext4/move_extent.c). Blocks that held data before the race stay mapped, so
-    // a successful call must report at least those, and never more than the range.
+/// EXT4_IOC_MOVE_EXT's `moved_len` against what the file held around each successful call.
+/// `mapped[lblk]` is the file's FIEMAP after the round.
+///
+/// ext4_move_extents() adds to moved_len what each move_extent_per_page() swapped, and skips
+/// holes (fs/ext4/move_extent.c, since 55583e899a53). Blocks that held data before the race
+/// stay mapped, and writers only fill holes (nothing unmaps a block), so a successful call
+/// reports at least the blocks mapped before the race, and at most those mapped after it less
+/// the holes whose first store began after the call returned (the store's page fault allocates
+/// the block, ext4_page_mkwrite(), so those were holes for the whole call).
+fn check_moved_len(r: &FileRecord, mapped: &[bool]) -> Vec<PostconditionFailure> {
     let prefilled: std::collections::BTreeSet<u64> = r.prefilled.iter().copied().collect();
-    for m in &r.moves {
-        if !move_ext || m.error != 0 {
-            continue;
-        }
-        let mapped_before = prefilled.range(m.orig_start..m.orig_start + m.len).count() as u64;
+    let mut first_fill: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for (&lblk, &t) in r.hole_lblks.iter().zip(&r.hole_t_ns) {
+        let e = first_fill.entry(lblk).or_insert(t);
+        *e = (*e).min(t);
+    }
+    let mut fails = Vec::new();
+    for m in r.moves.iter().filter(|m| m.error == 0 && !m.e4defrag) {
+        let range = m.orig_start..m.orig_start.saturating_add(m.len);
+        let mapped_before = prefilled.range(range.clone()).count() as u64;
+        let mapped_during = range
+            .clone()
+            .filter(|&b| mapped.get(b as usize).copied().unwrap_or(false))
+            .filter(|b| first_fill.get(b).is_none_or(|&t| t <= m.end_ns))
+            .count() as u64;
         if m.moved_len > m.len || m.moved_len < mapped_before {
             fails.push(PostconditionFailure {
                 check: "move-ext-moved-len-within-bounds".into(),
@@ -334,19 +342,41 @@ fn check_postconditions(
                     m.orig_start, m.len, m.moved_len, mapped_before
                 ),
             });
+        } else if m.moved_len > mapped_during {
+            fails.push(PostconditionFailure {
+                check: "move-ext-moved-len-counts-only-mapped-blocks".into(),
+                detail: format!(
+                    "range {}+{} returned 0 with moved_len {}, but at most {} of its blocks were mapped while it ran (holes counted as moved)",
+                    m.orig_start, m.len, m.moved_len, mapped_during
+                ),
+            });
         }
     }
+    fails
+}
+
+fn check_postconditions(
+    f: &File,
+    size: u64,
+    tag: &dyn Fn(u64, u32) -> BlockTag,
+    move_ext: bool,
+    r: &mut FileRecord,
+) -> AResult<()> {
+    let mut fails = Vec::new();
     let (ranges, count) = fiemap_blocks(f, size)?;
     r.after.flags = crate::migrate::get_flags(f).map(|v| v as u32).unwrap_or(0);
     r.after.extents = count;
+    let mut mapped = vec![false; (size / TAG_BLOCK_SIZE as u64) as usize];
+    for (s, l) in ranges {
+        for b in s..(s + l).min(mapped.len() as u64) {
+            mapped[b as usize] = true;
+        }
+    }
+    if move_ext {
+        fails.extend(check_moved_len(r, &mapped));
+    }
     let expected = r.acknowledged_generations();
     if r.synced {
-        let mut mapped = vec![false; (size / TAG_BLOCK_SIZE as u64) as usize];
-        for (s, l) in ranges {
-            for b in s..(s + l).min(mapped.len() as u64) {
-                mapped[b as usize] = true;
-            }
-        }
         let unmapped: Vec<u64> = expected
             .keys()
             .copied()
@@ -387,4 +417,94 @@ fn check_postconditions(
     }
     r.postconditions = fails;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(orig_start: u64, len: u64, moved_len: u64, end_ns: u64) -> MoveCall {
+        MoveCall {
+            start_ns: end_ns.saturating_sub(10),
+            end_ns,
+            orig_start,
+            donor_start: orig_start,
+            len,
+            moved_len,
+            ..Default::default()
+        }
+    }
+
+    /// Blocks 0..8, data in the even ones; holes 1 and 3 filled at t=50, 5 and 7 at t=500.
+    fn record(moves: Vec<MoveCall>) -> (FileRecord, Vec<bool>) {
+        let r = FileRecord {
+            prefilled: vec![0, 2, 4, 6],
+            hole_lblks: vec![1, 3, 5, 7],
+            hole_t_ns: vec![50, 50, 500, 500],
+            moves,
+            ..Default::default()
+        };
+        (r, vec![true; 8])
+    }
+
+    fn checks(r: &FileRecord, mapped: &[bool]) -> Vec<String> {
+        check_moved_len(r, mapped)
+            .into_iter()
+            .map(|f| f.check)
+            .collect()
+    }
+
+    #[test]
+    fn moved_len_between_data_before_and_blocks_mapped_during_the_call_passes() {
+        // Ends at t=100: 0..8 had 4 data blocks and 2 filled holes, so 4..=6 is right.
+        for moved in 4..=6 {
+            let (r, mapped) = record(vec![call(0, 8, moved, 100)]);
+            assert!(checks(&r, &mapped).is_empty(), "moved_len {moved}");
+        }
+        // Ends at t=1000: every hole was filled while it ran.
+        let (r, mapped) = record(vec![call(0, 8, 8, 1000)]);
+        assert!(checks(&r, &mapped).is_empty());
+    }
+
+    #[test]
+    fn holes_counted_as_moved_fail_the_mapped_bound() {
+        // The reverted 55583e899a53 reports the whole range: 8 > 6 mapped while it ran.
+        let (r, mapped) = record(vec![call(0, 8, 8, 100)]);
+        assert_eq!(
+            checks(&r, &mapped),
+            ["move-ext-moved-len-counts-only-mapped-blocks"]
+        );
+        // A hole never filled is unmapped after the round, and never counts.
+        let (r, mut mapped) = record(vec![call(0, 8, 8, 1000)]);
+        mapped[7] = false;
+        assert_eq!(
+            checks(&r, &mapped),
+            ["move-ext-moved-len-counts-only-mapped-blocks"]
+        );
+    }
+
+    #[test]
+    fn moved_len_below_data_or_above_the_range_fails_the_bounds() {
+        for moved in [0, 3, 9] {
+            let (r, mapped) = record(vec![call(0, 8, moved, 100)]);
+            assert_eq!(
+                checks(&r, &mapped),
+                ["move-ext-moved-len-within-bounds"],
+                "moved_len {moved}"
+            );
+        }
+    }
+
+    #[test]
+    fn failed_calls_and_e4defrag_are_not_checked() {
+        let mut failed = call(0, 8, 0, 100);
+        failed.error = 61; // ENODATA
+        let defrag = MoveCall {
+            e4defrag: true,
+            len: 8,
+            ..Default::default()
+        };
+        let (r, mapped) = record(vec![failed, defrag]);
+        assert!(checks(&r, &mapped).is_empty());
+    }
 }

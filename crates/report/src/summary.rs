@@ -148,7 +148,11 @@ impl Report {
             let first = fs[0];
             let of = match (first.class(), files) {
                 (FindingClass::ApiPostcondition, Some((n, what))) => {
-                    format!(" ({} of {n} {what})", fs.len())
+                    // A file can break one check more than once (one per EXT4_IOC_MOVE_EXT
+                    // call): count the files.
+                    let distinct: std::collections::BTreeSet<_> =
+                        fs.iter().map(|f| (f.round(), f.path())).collect();
+                    format!(" ({} of {n} {what})", distinct.len())
                 }
                 _ => String::new(),
             };

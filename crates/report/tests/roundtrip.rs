@@ -296,6 +296,16 @@ fn findings_are_grouped_by_signature_with_known_issues_counted() {
         "{s}"
     );
     assert_eq!(s.matches("[api-postcondition]").count(), 1, "{s}");
+    // One file breaking a check three times (three calls) is one file of twelve.
+    let same = report(
+        (0..3).map(|_| post("r0/f5")).collect(),
+        every_exercise().into_iter().nth(1),
+    );
+    let s = same.summary();
+    assert!(
+        s.contains("3 × migrate-success-sets-extents-flag (1 of 12 migrations)"),
+        "{s}"
+    );
     for f in &mut r.findings {
         f.known_issue = Some("migrate-returns-0".into());
     }
