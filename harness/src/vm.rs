@@ -213,6 +213,10 @@ impl VmConfig {
             "panic=-1".into(),
             "rdinit=/init".into(),
             "mitigations=off".into(),
+            // The host scans the guest's dmesg: a 16 MiB ring buffer (kernel/printk/printk.c
+            // log_buf_len=, rounded to a power of two) keeps hundreds of splats without
+            // wrapping, where the default drops the first ones.
+            "log_buf_len=16M".into(),
         ];
         append.extend(self.extra_append.iter().cloned());
         push(&[

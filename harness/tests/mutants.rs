@@ -396,3 +396,45 @@ fn vm_mutant_move_moved_len_miscounts_every_range_with_holes() {
         "{r:?}"
     );
 }
+
+/// migrate-writepages-rwsem (cb85f4d23f79 reverted): migrations no longer exclude writeback.
+///
+/// Invariant (measured across seeds, see vm-images/mutants/README.md): 2 files x 10000 flips
+/// with sync(2) looping make at least one writepages start on the indirect-mapped file and
+/// map its delayed block after `chattr +e`, so the kernel logs the WARNING in
+/// ext4_put_io_end_defer() (ext4_add_complete_io(), fs/ext4/page-io.c), the one the fix's
+/// message quotes. Which file and how often vary; that it happens, and where, does not.
+#[test]
+fn vm_mutant_migrate_writepages_rwsem_warns_in_ext4_put_io_end_defer() {
+    let _l = vm_lock();
+    let runs = tempfile::tempdir().unwrap();
+    let o = e4race(
+        &[
+            "run",
+            "extents-flip",
+            "--mutant",
+            "migrate-writepages-rwsem",
+            "--iterations",
+            "10000",
+            "--seed",
+            "7",
+        ],
+        runs.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r = report(&run_dir(runs.path()));
+    assert_eq!(r.verdict, Verdict::BugFound);
+    assert_eq!(r.mutant.as_deref(), Some("migrate-writepages-rwsem"));
+    let warns: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.class() == FindingClass::KernelWarning)
+        .collect();
+    assert!(
+        warns
+            .iter()
+            .any(|f| f.signature.ends_with("page-io.c ext4_put_io_end_defer")),
+        "no WARNING in ext4_put_io_end_defer: {:?}",
+        r.findings
+    );
+}

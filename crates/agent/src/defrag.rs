@@ -320,8 +320,13 @@ fn run_e4defrag(path: &str, nblocks: u64) -> MoveCall {
 /// the block, ext4_page_mkwrite(), so those were holes for the whole call).
 fn check_moved_len(r: &FileRecord, mapped: &[bool]) -> Vec<PostconditionFailure> {
     let prefilled: std::collections::BTreeSet<u64> = r.prefilled.iter().copied().collect();
+    // Fallocated blocks are unwritten extents, mapped all along: only real holes count.
+    let unwritten: std::collections::BTreeSet<u64> = r.unwritten_lblks.iter().copied().collect();
     let mut first_fill: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     for (&lblk, &t) in r.hole_lblks.iter().zip(&r.hole_t_ns) {
+        if unwritten.contains(&lblk) {
+            continue;
+        }
         let e = first_fill.entry(lblk).or_insert(t);
         *e = (*e).min(t);
     }
@@ -493,6 +498,20 @@ mod tests {
                 "moved_len {moved}"
             );
         }
+    }
+
+    /// A fallocated block is an unwritten extent: mapped during the call even if its first
+    /// store came later (what defrag-mmap's default `--prealloc` makes).
+    #[test]
+    fn fallocated_blocks_count_as_mapped_whenever_they_were_stored() {
+        let (mut r, mapped) = record(vec![call(0, 8, 8, 100)]);
+        r.unwritten_lblks = vec![5, 7];
+        assert!(checks(&r, &mapped).is_empty());
+        r.unwritten_lblks = vec![5];
+        assert_eq!(
+            checks(&r, &mapped),
+            ["move-ext-moved-len-counts-only-mapped-blocks"]
+        );
     }
 
     #[test]

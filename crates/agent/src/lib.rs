@@ -6,6 +6,7 @@
 //! as a line starting with [`CONSOLE_ERROR_PREFIX`], which the host turns into a clear error.
 
 pub mod defrag;
+pub mod extents_flip;
 pub mod fsync_only;
 pub mod migrate;
 pub mod msync_only;
@@ -67,6 +68,7 @@ macro_rules! guest_workloads {
 }
 
 guest_workloads! {
+    extents_flip::ExtentsFlip,
     fsync_only::FsyncOnly,
     msync_only::MsyncOnly,
 }

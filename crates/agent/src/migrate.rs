@@ -29,7 +29,7 @@ pub fn get_flags(f: &File) -> AResult<libc::c_long> {
     Ok(v & 0xffff_ffff)
 }
 
-fn set_flags(f: &File, v: libc::c_long) -> AResult<()> {
+pub fn set_flags(f: &File, v: libc::c_long) -> AResult<()> {
     // SAFETY: the ioctl reads one int from `v`, which outlives the call.
     unsafe { fs_ioc_setflags(f.as_raw_fd(), &v) }.map_err(|e| errno_err("FS_IOC_SETFLAGS", e))?;
     Ok(())

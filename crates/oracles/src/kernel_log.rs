@@ -85,6 +85,38 @@ pub fn strip_prefixes(line: &str) -> &str {
 
 const CUT_HERE: &str = "------------[ cut here ]------------";
 
+/// A line of a splat's register dump (arch/x86/kernel/process_64.c __show_regs(), and the
+/// lines show_regs() prints around it): `RIP:`, `RSP:`, `RAX:`, `R10:`, `CR2:`, `Code:`, ...
+fn is_register_dump_line(line: &str) -> bool {
+    let t = line.trim();
+    if t.is_empty() {
+        return true;
+    }
+    let Some((head, _)) = t.split_once(':') else {
+        return false;
+    };
+    let head = head.trim();
+    [
+        "RIP",
+        "RSP",
+        "Code",
+        "PKRU",
+        "FS",
+        "CS",
+        "CPU",
+        "Hardware name",
+        "Workqueue",
+        "Modules linked in",
+    ]
+    .contains(&head)
+        || (head.len() <= 3
+            && head.starts_with('R')
+            && head
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+        || (head.starts_with("CR") && head.len() == 3)
+}
+
 /// Classifies one console line as it streams. `Call Trace:` alone is context, not a
 /// complaint, and returns `None`.
 pub fn classify_console_line(line: &str) -> Option<KernelLogClass> {
@@ -156,7 +188,15 @@ pub fn scan_kernel_log(text: &str) -> Vec<KernelLogFinding> {
             }
             None => {
                 let trimmed = s.trim();
-                if trimmed.starts_with("Call Trace:") && !open {
+                // A dmesg read after the ring buffer wrapped can begin inside a splat whose
+                // complaint line is gone: its register dump, then "Call Trace:". That tail
+                // is not a new finding.
+                let wrapped_tail = out.is_empty()
+                    && lines[..i].iter().any(|l| !l.trim().is_empty())
+                    && lines[..i].iter().all(|l| is_register_dump_line(l));
+                if trimmed.starts_with("Call Trace:") && !open && wrapped_tail {
+                    open = false;
+                } else if trimmed.starts_with("Call Trace:") && !open {
                     out.push(KernelLogFinding {
                         class: KernelLogClass::Other,
                         line: trimmed.to_string(),
@@ -351,5 +391,32 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].class, KernelLogClass::Other);
         assert!(scan_kernel_log("").is_empty());
+    }
+
+    /// Seen on an extents-flip run whose dmesg wrapped: the first lines are the end of a
+    /// WARNING's register dump. The later, whole WARNING still counts.
+    #[test]
+    fn a_wrapped_dmesg_starting_inside_a_splat_is_not_a_finding() {
+        let log = "[   20.05] RSP: 0018:ffffcb9080003e68 EFLAGS: 00000086\n\
+[   20.05] RAX: 0000000000000001 RBX: ffff8b458247be80 RCX: ffff8b459fcc93a0\n\
+[   20.05] R10: 0000000000000002 R11: 0000000000000000 R12: 0000000000000000\n\
+[   20.05] CR2: 00007f1828373ee8 CR3: 000000001ff8e000 CR4: 0000000000750ef0\n\
+[   20.05] PKRU: 55555554\n\
+[   20.05] Call Trace:\n\
+[   20.05]  <IRQ>\n\
+[   20.05]  blk_update_request+0x110/0x410\n\
+[   20.05] ---[ end trace 0000000000000000 ]---\n\
+[   21.00] ------------[ cut here ]------------\n\
+[   21.00] WARNING: CPU: 0 PID: 30 at fs/ext4/page-io.c:231 ext4_put_io_end_defer+0xf2/0x140 [ext4]\n\
+[   21.00] Call Trace:\n\
+[   21.00]  ext4_end_bio+0x1/0x2\n";
+        let f = scan_kernel_log(log);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].class, KernelLogClass::Warn);
+        // An orphan trace after other lines still counts.
+        assert_eq!(
+            scan_kernel_log("[ 1.0] hello\n[ 1.1] Call Trace:\n dump_stack+0x1\n").len(),
+            1
+        );
     }
 }

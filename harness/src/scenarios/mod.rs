@@ -7,6 +7,7 @@
 //! file and one line in `guest_workloads!`) and calls it with `GuestSession::run_workload`.
 
 pub mod defrag_mmap;
+pub mod extents_flip;
 pub mod fsync_only;
 pub mod migrate_mmap;
 pub mod msync_only;
@@ -57,6 +58,10 @@ macro_rules! scenario_list {
             /// Store tagged blocks into sparse files through a shared mapping, msync + fsync,
             /// unmount, and check every block on the host: no race, the mmap durability baseline.
             MsyncOnly => $crate::scenarios::msync_only::MsyncOnlyArgs,
+            /// Recreate files, `chattr -e`, append and `chattr +e` them over and over while sync(2)
+            /// loops (writeback racing the flip of EXT4_EXTENTS_FL), then check the last version of
+            /// each file on the host (content, e2fsck, kernel log).
+            ExtentsFlip => $crate::scenarios::extents_flip::ExtentsFlipArgs,
         }
     };
 }
