@@ -10,7 +10,9 @@
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use e4race_protocol::{splitmix, BlockTag, FileRecord, RaceResult, RoundRecord, TAG_BLOCK_SIZE};
+use e4race_protocol::{
+    splitmix, BlockTag, FileRecord, PostconditionFailure, RaceResult, RoundRecord, TAG_BLOCK_SIZE,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::migrate::{get_flags, set_flags};
@@ -18,6 +20,20 @@ use crate::{err, io_err, AResult, GuestWorkload};
 
 /// EXT4_EXTENTS_FL (include/uapi/linux/fs.h FS_EXTENT_FL).
 const EXTENTS_FL: libc::c_long = 0x0008_0000;
+/// EXT4_NDIR_BLOCKS (fs/ext4/ext4.h): the direct slots of an indirect-mapped inode, the only
+/// ones ext4_ind_migrate() fills.
+const NDIR_BLOCKS: u64 = 12;
+
+/// When the appends happen relative to `chattr -e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlipOrder {
+    /// chattr -e on the empty file, append, chattr +e: writeback meets ext4_ext_migrate().
+    #[default]
+    FlipFirst,
+    /// append, chattr -e, chattr +e: ext4_ind_migrate() meets delayed blocks.
+    AppendFirst,
+}
 
 /// `files` slots under `dir`, `iterations` flips each, `blocks` appended per flip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,9 +46,25 @@ pub struct ExtentsFlipParams {
     pub blocks: u64,
     /// Run sync(2) in a loop while the files flip.
     pub sync_loop: bool,
+    #[serde(default)]
+    pub order: FlipOrder,
+    /// Blocks left as holes between two appended blocks (0: one contiguous run).
+    #[serde(default)]
+    pub gap: u64,
 }
 
 impl ExtentsFlipParams {
+    /// The file blocks the appends write: `blocks` of them, `gap` apart.
+    pub fn lblks(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.blocks).map(|i| i * (self.gap + 1))
+    }
+
+    /// Whether ext4_ind_migrate() may convert a file holding exactly these blocks: one
+    /// extent (no gap, or a single block), inside the direct slots.
+    pub fn fits_indirect(&self) -> bool {
+        (self.blocks == 1 || self.gap == 0) && self.lblks().last().is_none_or(|l| l < NDIR_BLOCKS)
+    }
+
     /// The tag of block `lblk` written in `iteration`: the last iteration writes
     /// generation 0, the one the host expects; older files' blocks carry higher generations,
     /// so one that shows up in the last file reads as stale.
@@ -53,6 +85,9 @@ pub struct FlipCounts {
     pub iterations: u32,
     pub to_indirect_failed: u32,
     pub to_extents_failed: u32,
+    /// chattr -e calls that succeeded on a file ext4_ind_migrate() must refuse.
+    pub to_indirect_wrongly_ok: u32,
+    pub first_wrongly_ok: Option<u32>,
 }
 
 /// The extents-flip workload (registered in lib.rs).
@@ -99,8 +134,8 @@ impl GuestWorkload for ExtentsFlip {
         for r in files {
             let (rec, c) = r?;
             crate::console(&format!(
-                "extents-flip: {}: {} flips, chattr -e failed {}, chattr +e failed {}",
-                rec.path, c.iterations, c.to_indirect_failed, c.to_extents_failed
+                "extents-flip: {}: {} flips, chattr -e failed {}, chattr +e failed {}, chattr -e wrongly succeeded {}",
+                rec.path, c.iterations, c.to_indirect_failed, c.to_extents_failed, c.to_indirect_wrongly_ok
             ));
             records.push(rec);
         }
@@ -111,6 +146,24 @@ impl GuestWorkload for ExtentsFlip {
             }],
         })
     }
+}
+
+/// `chattr -e`: clear EXT4_EXTENTS_FL (ext4_ioctl_setflags() runs ext4_ind_migrate()).
+/// `must_refuse`: the file holds what indirect mapping cannot, so a success is wrong.
+fn to_indirect(
+    f: &std::fs::File,
+    iteration: u32,
+    counts: &mut FlipCounts,
+    must_refuse: bool,
+) -> AResult<()> {
+    let flags = get_flags(f)?;
+    if set_flags(f, flags & !EXTENTS_FL).is_err() {
+        counts.to_indirect_failed += 1;
+    } else if must_refuse {
+        counts.to_indirect_wrongly_ok += 1;
+        counts.first_wrongly_ok.get_or_insert(iteration);
+    }
+    Ok(())
 }
 
 fn flip_file(p: &ExtentsFlipParams, file_id: u32) -> AResult<(FileRecord, FlipCounts)> {
@@ -124,15 +177,17 @@ fn flip_file(p: &ExtentsFlipParams, file_id: u32) -> AResult<(FileRecord, FlipCo
         // `rm -f f; touch f`: a new, empty, extent-mapped inode each time.
         let _ = std::fs::remove_file(&path);
         let f = crate::race::create(&path)?;
-        let flags = get_flags(&f)?;
-        if set_flags(&f, flags & !EXTENTS_FL).is_err() {
-            counts.to_indirect_failed += 1;
+        if p.order == FlipOrder::FlipFirst {
+            to_indirect(&f, iteration, &mut counts, false)?;
         }
         // `echo X >> f`: buffered appends (delayed allocation under the default mount).
-        for lblk in 0..p.blocks {
+        for lblk in p.lblks() {
             p.tag(file_id, lblk, iteration).encode(&mut buf);
             f.write_all_at(&buf, lblk * TAG_BLOCK_SIZE as u64)
                 .map_err(|e| io_err(format!("append to {path}"), e))?;
+        }
+        if p.order == FlipOrder::AppendFirst {
+            to_indirect(&f, iteration, &mut counts, !p.fits_indirect())?;
         }
         // Vary the gap between the append and the flip a little, so writeback meets the flip
         // at different points.
@@ -141,7 +196,7 @@ fn flip_file(p: &ExtentsFlipParams, file_id: u32) -> AResult<(FileRecord, FlipCo
             std::hint::spin_loop();
         }
         let flags = get_flags(&f)?;
-        if set_flags(&f, flags | EXTENTS_FL).is_err() {
+        if flags & EXTENTS_FL == 0 && set_flags(&f, flags | EXTENTS_FL).is_err() {
             counts.to_extents_failed += 1;
         }
         counts.iterations += 1;
@@ -149,13 +204,30 @@ fn flip_file(p: &ExtentsFlipParams, file_id: u32) -> AResult<(FileRecord, FlipCo
     }
     let f = last.ok_or_else(|| err("extents-flip", "no iteration ran"))?;
     let synced = f.sync_all().is_ok();
+    let mut postconditions = Vec::new();
+    if counts.to_indirect_wrongly_ok > 0 {
+        // ext4_ind_migrate() takes only one extent inside the direct slots; it must count
+        // delayed blocks too (it allocates them first, ext4_alloc_da_blocks()).
+        postconditions.push(PostconditionFailure {
+            check: "ind-migrate-refuses-what-indirect-cannot-map".into(),
+            detail: format!(
+                "chattr -e succeeded {} times (first in flip {}) on a file of {} blocks {} apart, which needs {}",
+                counts.to_indirect_wrongly_ok,
+                counts.first_wrongly_ok.unwrap_or(0),
+                p.blocks,
+                p.gap + 1,
+                if p.blocks > 1 && p.gap > 0 { "more than one extent" } else { "blocks past the direct slots" }
+            ),
+        });
+    }
     Ok((
         FileRecord {
             file_id,
             path: rel,
             ino: f.metadata().map(|m| m.ino()).unwrap_or(0),
-            prefilled: (0..p.blocks).collect(),
+            prefilled: p.lblks().collect(),
             synced,
+            postconditions,
             ..Default::default()
         },
         counts,
@@ -176,9 +248,32 @@ mod tests {
             iterations: 5,
             blocks: 2,
             sync_loop: true,
+            order: FlipOrder::FlipFirst,
+            gap: 0,
         };
         assert_eq!(p.tag(0, 1, 4).generation, 0);
         assert_eq!(p.tag(0, 1, 0).generation, 4);
         assert_ne!(p.tag(0, 1, 3), p.tag(0, 1, 4));
+    }
+
+    #[test]
+    fn only_one_extent_inside_the_direct_slots_fits_indirect_mapping() {
+        let p = |blocks, gap| ExtentsFlipParams {
+            dir: "/mnt".into(),
+            run_id: 3,
+            seed: 1,
+            files: 1,
+            iterations: 5,
+            blocks,
+            sync_loop: false,
+            order: FlipOrder::AppendFirst,
+            gap,
+        };
+        assert!(p(1, 0).fits_indirect());
+        assert!(p(12, 0).fits_indirect());
+        assert!(p(1, 40).fits_indirect());
+        assert!(!p(13, 0).fits_indirect());
+        assert!(!p(2, 1).fits_indirect());
+        assert_eq!(p(3, 1).lblks().collect::<Vec<_>>(), [0, 2, 4]);
     }
 }

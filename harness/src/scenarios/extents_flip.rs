@@ -4,7 +4,7 @@
 //! reproducer's shape from cb85f4d23f79 ("ext4: fix race between writepages and enabling
 //! EXT4_EXTENTS_FL"): the race it fixed shows as a WARNING in ext4_add_complete_io().
 
-use e4race_agent::extents_flip::{ExtentsFlip, ExtentsFlipParams};
+use e4race_agent::extents_flip::{ExtentsFlip, ExtentsFlipParams, FlipOrder};
 use e4race_agent::GuestWorkload;
 
 use crate::error::RunError;
@@ -35,9 +35,44 @@ pub struct ExtentsFlipArgs {
     /// creates unwritten extents (ext4_should_dioread_nolock()).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub mount_options: String,
+    /// When the appends happen: `flip-first` (chattr -e on the empty file, append, chattr +e:
+    /// writeback races ext4_ext_migrate()) or `append-first` (append, chattr -e, chattr +e:
+    /// ext4_ind_migrate() meets delayed blocks, and must refuse a file indirect mapping cannot
+    /// hold: more than one extent, or blocks past the 12 direct slots).
+    #[arg(long, value_enum, default_value_t = FlipOrderArg::FlipFirst)]
+    pub order: FlipOrderArg,
+    /// Blocks left as holes between two appended blocks (0: one contiguous run).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub gap: u64,
     /// Seed of the delays between append and flip; random when not given.
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+/// `--order` (the agent's [`FlipOrder`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlipOrderArg {
+    FlipFirst,
+    AppendFirst,
+}
+
+impl FlipOrderArg {
+    fn word(self) -> &'static str {
+        match self {
+            Self::FlipFirst => "flip-first",
+            Self::AppendFirst => "append-first",
+        }
+    }
+}
+
+impl From<FlipOrderArg> for FlipOrder {
+    fn from(o: FlipOrderArg) -> Self {
+        match o {
+            FlipOrderArg::FlipFirst => FlipOrder::FlipFirst,
+            FlipOrderArg::AppendFirst => FlipOrder::AppendFirst,
+        }
+    }
 }
 
 impl Scenario for ExtentsFlipArgs {
@@ -54,6 +89,10 @@ impl Scenario for ExtentsFlipArgs {
             "--blocks".into(),
             self.blocks.to_string(),
             format!("--sync-loop={}", self.sync_loop),
+            "--order".into(),
+            self.order.word().into(),
+            "--gap".into(),
+            self.gap.to_string(),
         ];
         if !self.mount_options.is_empty() {
             v.extend(["--mount-options".into(), self.mount_options.clone()]);
@@ -73,6 +112,10 @@ impl Scenario for ExtentsFlipArgs {
             "--blocks",
             "2",
             "--sync-loop=false",
+            "--order",
+            "append-first",
+            "--gap",
+            "1",
             "--mount-options",
             "nodelalloc",
             "--seed",
@@ -87,7 +130,8 @@ impl Scenario for ExtentsFlipArgs {
     }
 
     fn disk_mib(&self) -> u64 {
-        128.max(((u64::from(self.files) * self.blocks * 4096) >> 20) * 2 + 64)
+        let span = self.blocks * (self.gap + 1);
+        128.max(((u64::from(self.files) * span * 4096) >> 20) * 2 + 64)
     }
 
     fn drive<'a>(
@@ -105,6 +149,8 @@ impl Scenario for ExtentsFlipArgs {
             iterations: self.iterations,
             blocks: self.blocks,
             sync_loop: self.sync_loop,
+            order: self.order.into(),
+            gap: self.gap,
         };
         Box::pin(drive(params, &self.mount_options, session, ctx))
     }
