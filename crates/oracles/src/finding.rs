@@ -165,7 +165,11 @@ impl Finding {
                 check,
                 detail,
             } => format!("{path} (round {round}): {check}: {detail}"),
-            Finding::KernelWarning(k) => format!("kernel {:?}: {}", k.class, k.line),
+            Finding::KernelWarning(k) => format!(
+                "kernel {:?}: {}",
+                k.class,
+                crate::kernel_log::with_relative_sources(&k.line)
+            ),
             Finding::CrashState(c) => format!(
                 "crash state at log seq {} ({}{}{}): {}; {} bad state(s) like it; rebuild: {}",
                 c.seq,

@@ -253,6 +253,15 @@ pub fn site(line: &str) -> String {
     crate::signature::without_numbers(line)
 }
 
+/// `line` with an out-of-tree build's absolute source paths cut to `fs/...` (see
+/// [`source_relative`]), for summaries: the rest of the line stays as the kernel printed it.
+pub fn with_relative_sources(line: &str) -> String {
+    line.split(' ')
+        .map(|w| source_relative(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A module built out of tree (a mutant's ext4.ko) reports its sources by the build
 /// folder's absolute path: keep the path from the source tree's `fs/` on, as an in-tree
 /// build reports it, so that signatures name no folder of one machine.
@@ -281,6 +290,10 @@ mod tests {
         assert_eq!(
             site("WARNING: CPU: 0 PID: 9 at /root/.cache/e4race/mutants/builds/6.1.0-57-amd64/23dd.build/src/fs/ext4/ext4_jbd2.c:361 __ext4_handle_dirty_metadata+0x1/0x2 [ext4]"),
             "fs/ext4/ext4_jbd2.c __ext4_handle_dirty_metadata"
+        );
+        assert_eq!(
+            with_relative_sources("WARNING: CPU: 0 PID: 30 at /root/.cache/x/1.build/src/fs/ext4/page-io.c:231 ext4_put_io_end_defer+0xf2/0x140 [ext4]"),
+            "WARNING: CPU: 0 PID: 30 at fs/ext4/page-io.c:231 ext4_put_io_end_defer+0xf2/0x140 [ext4]"
         );
         assert_eq!(
             site("EXT4-fs error (device vdb): ext4_mb_generate_buddy:1215: group 3, block bitmap and bg descriptor inconsistent"),
