@@ -257,7 +257,7 @@ pub fn site(line: &str) -> String {
 /// [`source_relative`]), for summaries: the rest of the line stays as the kernel printed it.
 pub fn with_relative_sources(line: &str) -> String {
     line.split(' ')
-        .map(|w| source_relative(w))
+        .map(source_relative)
         .collect::<Vec<_>>()
         .join(" ")
 }
