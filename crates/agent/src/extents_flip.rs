@@ -15,11 +15,9 @@ use e4race_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::migrate::{get_flags, set_flags};
+use crate::migrate::{get_flags, set_flags, EXTENTS_FL};
 use crate::{err, io_err, AResult, GuestWorkload};
 
-/// EXT4_EXTENTS_FL (include/uapi/linux/fs.h FS_EXTENT_FL).
-const EXTENTS_FL: libc::c_long = 0x0008_0000;
 /// EXT4_NDIR_BLOCKS (fs/ext4/ext4.h): the direct slots of an indirect-mapped inode, the only
 /// ones ext4_ind_migrate() fills.
 const NDIR_BLOCKS: u64 = 12;
